@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// api serves /api/* and /healthcheck. Every /api answer is JSON, errors
+// included, so scripts never have to parse prose.
+type api struct {
+	hub             *WebSocketServer
+	apiKey          string
+	maxMessageBytes int64
+}
+
+// healthTimeout bounds how long /healthcheck waits for the hub loop.
+const healthTimeout = time.Second
+
+func (a *api) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthcheck", a.healthcheck)
+	mux.Handle("POST /api/rooms/{room}/messages", a.guard(a.publish))
+	mux.Handle("GET /api/rooms", a.guard(a.listRooms))
+	mux.Handle("GET /api/rooms/{room}/presence", a.guard(a.presence))
+	mux.Handle("/api/", a.guard(func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
+	}))
+}
+
+func (a *api) healthcheck(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+	defer cancel()
+	reply := make(chan struct{}, 1)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if _, err := ask(ctx, a.hub, HealthPing{Reply: reply}, reply); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("hub not answering"))
+		return
+	}
+	w.Write([]byte("switchboard is live"))
+}
+
+// guard admits a request that carries the API key, or, when no key is
+// configured, one from a loopback peer.
+func (a *api) guard(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.apiKey == "" {
+			if !isLoopback(r.RemoteAddr) {
+				writeJSONError(w, http.StatusForbidden, "the API answers loopback peers only unless -api-key is set")
+				return
+			}
+			next(w, r)
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.apiKey)) != 1 {
+			writeJSONError(w, http.StatusUnauthorized, "missing or wrong API key")
+			return
+		}
+		next(w, r)
+	})
+}
+
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// publishBody is the body of POST /api/rooms/{room}/messages.
+type publishBody struct {
+	Text *string        `json:"text"`
+	Data json.RawMessage `json:"data"`
+}
+
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	roomName := r.PathValue("room")
+	if !validRoom(roomName) {
+		writeJSONError(w, http.StatusBadRequest, "room is invalid")
+		return
+	}
+	cmd, status, problem := a.readPublish(w, r)
+	if problem != "" {
+		writeJSONError(w, status, problem)
+		return
+	}
+	cmd.Room = roomName
+	cmd.Reply = make(chan int, 1)
+	recipients, err := ask(r.Context(), a.hub, cmd, cmd.Reply)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room": roomName, "recipients": recipients})
+}
+
+// readPublish decodes and checks a publish body; problem is the error to
+// answer with when it is not usable.
+func (a *api) readPublish(w http.ResponseWriter, r *http.Request) (cmd Publish, status int, problem string) {
+	var body publishBody
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.maxMessageBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return cmd, http.StatusRequestEntityTooLarge, "body is larger than -max-message-bytes"
+		}
+		return cmd, http.StatusBadRequest, "body must be a JSON object with \"text\" or \"data\": " + err.Error()
+	}
+	if dec.More() {
+		return cmd, http.StatusBadRequest, "body must be one JSON object"
+	}
+	hasData := len(body.Data) > 0 && !bytes.Equal(body.Data, []byte("null"))
+	switch {
+	case body.Text != nil && hasData:
+		return cmd, http.StatusBadRequest, "give \"text\" or \"data\", not both"
+	case body.Text != nil && *body.Text == "":
+		return cmd, http.StatusBadRequest, "\"text\" is empty"
+	case body.Text != nil:
+		cmd.Text = *body.Text
+	case hasData:
+		compact, err := compactJSON(body.Data)
+		if err != nil {
+			return cmd, http.StatusBadRequest, "\"data\" is not valid JSON"
+		}
+		cmd.Data = compact
+	default:
+		return cmd, http.StatusBadRequest, "body needs \"text\" or \"data\""
+	}
+	return cmd, 0, ""
+}
+
+func (a *api) listRooms(w http.ResponseWriter, r *http.Request) {
+	reply := make(chan []RoomSummary, 1)
+	rooms, err := ask(r.Context(), a.hub, ListRooms{Reply: reply}, reply)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	writeJSON(w, http.StatusOK, rooms)
+}
+
+func (a *api) presence(w http.ResponseWriter, r *http.Request) {
+	roomName := r.PathValue("room")
+	if !validRoom(roomName) {
+		writeJSONError(w, http.StatusBadRequest, "room is invalid")
+		return
+	}
+	reply := make(chan []string, 1)
+	online, err := ask(r.Context(), a.hub, RoomPresence{Room: roomName, Reply: reply}, reply)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room": roomName, "online": online})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, message string) {
+	writeJSON(w, status, map[string]string{"error": message})
+}

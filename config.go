@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Config holds every option of the server. Each one is a flag with an
+// environment-variable twin; the flag wins when both are given.
+type Config struct {
+	Addr            string
+	PingInterval    time.Duration
+	PongTimeout     time.Duration
+	WriteTimeout    time.Duration
+	MaxMessageBytes int64
+	MaxQueueBytes   int64
+	Rate            float64
+	MaxConns        int64
+	APIKey          string
+	AllowedOrigins  []string
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+}
+
+// defaultConfig is what `go run .` uses with no flags and no environment.
+func defaultConfig() Config {
+	return Config{
+		Addr:            ":5000",
+		PingInterval:    20 * time.Second,
+		PongTimeout:     10 * time.Second,
+		WriteTimeout:    10 * time.Second,
+		MaxMessageBytes: 65536,
+		MaxQueueBytes:   1 << 20,
+		Rate:            50,
+		MaxConns:        100000,
+		ShutdownTimeout: 10 * time.Second,
+		LogLevel:        slog.LevelInfo,
+	}
+}
+
+// envPrefix turns a flag name into its environment twin: -max-conns is
+// SWITCHBOARD_MAX_CONNS.
+func envName(flagName string) string {
+	return "SWITCHBOARD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig reads args (without the program name) and the environment.
+// Every error it returns is one line that names the flag at fault, because
+// that is what an operator reads first when the process refuses to start.
+// It returns flag.ErrHelp when -h or -help was asked for, after writing the
+// usage to usage.
+func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	cfg := defaultConfig()
+	var origins string
+	fs := flag.NewFlagSet("switchboard", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "server ping period")
+	fs.DurationVar(&cfg.PongTimeout, "pong-timeout", cfg.PongTimeout, "drop a connection that has not answered a ping by then")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "drop a connection whose single write takes longer")
+	fs.Int64Var(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest client message (and HTTP publish body)")
+	fs.Int64Var(&cfg.MaxQueueBytes, "max-queue-bytes", cfg.MaxQueueBytes, "outbound bytes a session may have queued before it is closed as a slow consumer")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "client messages per second per session, burst 2 x rate; 0 = unlimited")
+	fs.Int64Var(&cfg.MaxConns, "max-conns", cfg.MaxConns, "concurrent WebSocket sessions")
+	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "bearer key for /api/*; empty = /api/* only from loopback peers")
+	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(fs, usage)
+			return cfg, err
+		}
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (every option is a flag, see -h)", fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return cfg, err
+	}
+	cfg.AllowedOrigins = splitList(origins)
+	level, err := parseLogLevel(getenv("LOG_LEVEL"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.LogLevel = level
+	return cfg, validateConfig(cfg)
+}
+
+// applyEnv fills every flag that was not given on the command line from its
+// environment twin, with the same parsing and the same error wording.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var firstErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		value := getenv(envName(f.Name))
+		if firstErr != nil || given[f.Name] || value == "" {
+			return
+		}
+		if err := fs.Set(f.Name, value); err != nil {
+			firstErr = fmt.Errorf("invalid value %q for flag -%s (from %s): %v", value, f.Name, envName(f.Name), err)
+		}
+	})
+	return firstErr
+}
+
+func validateConfig(cfg Config) error {
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"ping-interval", cfg.PingInterval > 0},
+		{"pong-timeout", cfg.PongTimeout > 0},
+		{"write-timeout", cfg.WriteTimeout > 0},
+		{"max-message-bytes", cfg.MaxMessageBytes > 0},
+		{"max-queue-bytes", cfg.MaxQueueBytes > 0},
+		{"max-conns", cfg.MaxConns > 0},
+		{"shutdown-timeout", cfg.ShutdownTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return fmt.Errorf("invalid value for flag -%s: must be greater than zero", p.name)
+		}
+	}
+	if cfg.Rate < 0 {
+		return fmt.Errorf("invalid value for flag -rate: must be zero (unlimited) or more")
+	}
+	if cfg.Addr == "" {
+		return fmt.Errorf("invalid value for flag -addr: must not be empty")
+	}
+	return nil
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return slog.LevelInfo, fmt.Errorf("invalid value %q for LOG_LEVEL: want debug, info, warn or error", s)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func writeUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "usage: switchboard [flags]   (every flag also reads SWITCHBOARD_<NAME>, e.g. SWITCHBOARD_ADDR)")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+)
+
+// SessionFactory turns an upgrade request on /ws or /ws/{room} into a running
+// UserSession: it enforces -max-conns, reads and checks uid, room and mode,
+// and keeps count of live sessions so shutdown can wait for them.
+type SessionFactory struct {
+	hub     *WebSocketServer
+	cfg     Config
+	metrics *metrics
+	log     *slog.Logger
+
+	// shutdown is cancelled to tell every session to flush and close.
+	shutdown     context.Context
+	stopSessions context.CancelFunc
+
+	mu       sync.Mutex
+	closing  bool
+	running  int64         // connections admitted, counted before the upgrade
+	finished chan struct{} // closed when closing and running reaches 0
+}
+
+// NewSessionFactory makes a factory whose sessions talk to hub.
+func NewSessionFactory(hub *WebSocketServer, cfg Config, m *metrics, log *slog.Logger) *SessionFactory {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &SessionFactory{
+		hub: hub, cfg: cfg, metrics: m, log: log,
+		shutdown: ctx, stopSessions: cancel,
+		finished: make(chan struct{}),
+	}
+}
+
+// ServeHTTP admits, upgrades and runs one session; it returns when the
+// session ends.
+func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if refusal := f.enter(); refusal != "" {
+		writeJSONError(w, http.StatusServiceUnavailable, refusal)
+		return
+	}
+	defer f.leave()
+
+	uid, room, problem := identify(r)
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:   []string{jsonSubprotocol},
+		OriginPatterns: f.cfg.AllowedOrigins,
+	})
+	if err != nil {
+		// Accept has answered the request already (400, 403, 426...).
+		f.log.Debug("upgrade refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	if problem != "" {
+		_ = conn.Close(websocket.StatusPolicyViolation, problem)
+		return
+	}
+	s := f.newSession(conn, uid, room)
+	s.log.Debug("session started")
+	s.Run(f.shutdown)
+}
+
+// identify reads who is connecting to which room. problem is the close
+// reason of PROTOCOL.md when something is wrong. An empty header or query
+// value counts as absent.
+func identify(r *http.Request) (uid, room, problem string) {
+	uid = r.Header.Get("uid")
+	if uid == "" {
+		uid = r.URL.Query().Get("uid")
+	}
+	room = firstNonEmpty(r.PathValue("room"), r.URL.Query().Get("room"), r.Header.Get("room"), "lobby")
+	switch {
+	case uid == "":
+		return uid, room, "uid is missing"
+	case !validUID(uid):
+		return uid, room, "uid is invalid"
+	case !validRoom(room):
+		return uid, room, "room is invalid"
+	}
+	return uid, room, ""
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (f *SessionFactory) newSession(conn *websocket.Conn, uid, room string) *UserSession {
+	// The size limit is enforced by UserSession.read with our own close
+	// reason, so the library's own limit is off.
+	conn.SetReadLimit(-1)
+	mode := modeText
+	if conn.Subprotocol() == jsonSubprotocol {
+		mode = modeJSON
+	}
+	id := newSessionID()
+	s := &UserSession{
+		id: id, uid: uid, room: room, mode: mode,
+		conn:  conn,
+		queue: newOutboundQueue(f.cfg.MaxQueueBytes, &f.hub.queueBytes),
+		hub:   f.hub,
+		limits: sessionLimits{
+			pingInterval:    f.cfg.PingInterval,
+			pongTimeout:     f.cfg.PongTimeout,
+			writeTimeout:    f.cfg.WriteTimeout,
+			maxMessageBytes: f.cfg.MaxMessageBytes,
+			rate:            f.cfg.Rate,
+		},
+		metrics: f.metrics,
+		log:     f.log.With("uid", uid, "room", room, "session", id, "mode", mode.String()),
+	}
+	if f.cfg.Rate > 0 {
+		burst := int(2*f.cfg.Rate + 0.5)
+		s.limiter = rate.NewLimiter(rate.Limit(f.cfg.Rate), max(burst, 1))
+	}
+	return s
+}
+
+func newSessionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
+}
+
+// enter admits one more connection, or says why not.
+func (f *SessionFactory) enter() (refusal string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.closing:
+		return "server shutting down"
+	case f.running >= f.cfg.MaxConns:
+		return "too many connections"
+	}
+	f.running++
+	return ""
+}
+
+func (f *SessionFactory) leave() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.running--
+	if f.closing && f.running == 0 {
+		close(f.finished)
+	}
+}
+
+// Shutdown tells every session to flush its queue and close with 1001, and
+// waits for them until ctx ends. New upgrades are refused from now on.
+func (f *SessionFactory) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	if !f.closing {
+		f.closing = true
+		if f.running == 0 {
+			close(f.finished)
+		}
+	}
+	f.mu.Unlock()
+	f.stopSessions()
+	select {
+	case <-f.finished:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sessions still open at shutdown deadline: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,108 @@
+// Command switchboard is a WebSocket chat and broadcast server. See
+// README.md for how to run it and ../shared/PROTOCOL.md for the wire contract.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("switchboard stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// switchboard is one server: the hub, the session factory and the HTTP
+// routes in front of them.
+type switchboard struct {
+	cfg     Config
+	log     *slog.Logger
+	hub     *WebSocketServer
+	factory *SessionFactory
+	handler http.Handler
+}
+
+func newSwitchboard(cfg Config, log *slog.Logger) *switchboard {
+	m := newMetrics()
+	hub := NewWebSocketServer(m)
+	factory := NewSessionFactory(hub, cfg, m, log)
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", factory)
+	mux.Handle("GET /ws/{room}", factory)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	(&api{hub: hub, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
+	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, handler: mux}
+}
+
+// run serves until ctx ends, then shuts down within -shutdown-timeout.
+func run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	return newSwitchboard(cfg, log).serve(ctx, ln)
+}
+
+// serve runs the hub and the HTTP server on ln until ctx ends. Shutdown
+// order: stop accepting, let every session flush its queue and close with
+// 1001, then stop the hub.
+func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           sb.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(sb.log.Handler(), slog.LevelDebug),
+	}
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sb.hub.Run(hubCtx) })
+	g.Go(func() error {
+		sb.log.Info("switchboard listening", "addr", ln.Addr().String())
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sb.log.Info("shutting down", "timeout", sb.cfg.ShutdownTimeout)
+		deadline, cancel := context.WithTimeout(context.Background(), sb.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(deadline); err != nil {
+			sb.log.Warn("http shutdown", "err", err)
+		}
+		if err := sb.factory.Shutdown(deadline); err != nil {
+			sb.log.Warn("session shutdown", "err", err)
+		}
+		stopHub()
+		sb.log.Info("shutdown complete")
+		return nil
+	})
+	return g.Wait()
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics is what /metrics exposes. Each server has its own registry, so
+// several servers in one test binary do not collide.
+type metrics struct {
+	registry  *prometheus.Registry
+	sessions  prometheus.Gauge
+	rooms     prometheus.Gauge
+	received  prometheus.Counter
+	delivered prometheus.Counter
+	closes    *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_sessions", Help: "Open WebSocket sessions.",
+		}),
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchboard_rooms", Help: "Rooms with at least one session.",
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_messages_received_total", Help: "WebSocket messages received from clients.",
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_messages_delivered_total", Help: "Events queued to sessions (one per recipient).",
+		}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_session_closes_total", Help: "Sessions the server closed, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, reason := range []string{"slow_consumer", "rate_limit", "heartbeat"} {
+		m.closes.WithLabelValues(reason) // show zeros before the first close
+	}
+	m.registry.MustRegister(m.sessions, m.rooms, m.received, m.delivered, m.closes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// watchQueueBytes exposes the bytes waiting in all outbound queues. It is
+// read at scrape time, so the hot path pays only an atomic add.
+func (m *metrics) watchQueueBytes(total *atomic.Int64) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchboard_queue_bytes", Help: "Outbound bytes queued to sessions and not yet written.",
+	}, func() float64 { return float64(total.Load()) }))
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// outboundFrame is one encoded event waiting for a session's writer. Its
+// bytes may be shared by every recipient of a broadcast and are never
+// modified.
+type outboundFrame struct {
+	data   []byte
+	binary bool
+}
+
+// outboundQueue is a session's mailbox. The hub pushes without ever waiting;
+// the session drains everything that is waiting in one go, so a busy room
+// costs one write per session rather than one per event.
+//
+// It is capped in bytes: the push that would pass the cap marks the queue
+// overflowed, drops what it held, and refuses everything after, and the
+// session then closes with "slow consumer". Nothing is dropped silently.
+type outboundQueue struct {
+	mu         sync.Mutex
+	frames     []outboundFrame
+	bytes      int64
+	limit      int64
+	overflowed bool
+	closed     bool // the session has ended
+
+	// ready holds a token while there is something for the writer to do
+	// (frames, or an overflow to act on).
+	ready chan struct{}
+
+	// totalBytes is shared by all queues of one server, for /metrics.
+	totalBytes *atomic.Int64
+}
+
+func newOutboundQueue(limit int64, totalBytes *atomic.Int64) *outboundQueue {
+	return &outboundQueue{limit: limit, ready: make(chan struct{}, 1), totalBytes: totalBytes}
+}
+
+// push queues a frame and reports whether it was accepted. A frame larger
+// than the whole cap is still taken by an empty queue, so one big event
+// cannot make a session unusable.
+func (q *outboundQueue) push(f outboundFrame) bool {
+	size := int64(len(f.data))
+	q.mu.Lock()
+	if q.overflowed || q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	if q.bytes > 0 && q.bytes+size > q.limit {
+		q.overflowed = true
+		q.totalBytes.Add(-q.bytes)
+		clear(q.frames)
+		q.frames = q.frames[:0]
+		q.bytes = 0
+		q.mu.Unlock()
+		q.signal()
+		return false
+	}
+	q.frames = append(q.frames, f)
+	q.bytes += size
+	q.mu.Unlock()
+	q.totalBytes.Add(size)
+	q.signal()
+	return true
+}
+
+func (q *outboundQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// drain appends everything queued to dst and empties the queue. overflowed
+// tells the writer to stop and close the session instead.
+func (q *outboundQueue) drain(dst []outboundFrame) (frames []outboundFrame, overflowed bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.overflowed {
+		return dst, true
+	}
+	dst = append(dst, q.frames...)
+	clear(q.frames)
+	q.frames = q.frames[:0]
+	q.totalBytes.Add(-q.bytes)
+	q.bytes = 0
+	return dst, false
+}
+
+// discard empties the queue for good when its session ends, so that the
+// queue-bytes metric does not count frames nobody will send.
+func (q *outboundQueue) discard() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.totalBytes.Add(-q.bytes)
+	q.frames = nil
+	q.bytes = 0
+}

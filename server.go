@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// WebSocketServer is the hub: one goroutine that owns every room, every
+// session index and every per-room sequence number. Sessions and HTTP
+// handlers reach it only through its command channel, so none of its maps
+// needs a lock. It never waits on a client: delivering means pushing onto a
+// session's outboundQueue, which never blocks.
+type WebSocketServer struct {
+	commands chan command
+	done     chan struct{} // closed when Run returns
+
+	rooms        map[string]*room
+	byUID        map[string]map[*UserSession]struct{} // every session of a uid, any room
+	sessionCount int
+
+	metrics    *metrics
+	queueBytes atomic.Int64 // shared by all outbound queues
+	now        func() time.Time
+}
+
+// room is the hub's view of one room.
+type room struct {
+	name     string
+	sessions map[*UserSession]struct{}
+	uids     map[string]int // sessions per uid, for join/leave and presence
+	seq      uint64         // last seq handed out to a message or publish
+}
+
+// errHubStopped is returned to callers whose command came after the hub ended.
+var errHubStopped = errors.New("hub stopped")
+
+// command is one request to the hub. apply runs on the hub goroutine and may
+// touch its maps freely; it must not block.
+type command interface {
+	apply(h *WebSocketServer)
+}
+
+// NewWebSocketServer makes a hub; Run must be started for it to answer.
+func NewWebSocketServer(m *metrics) *WebSocketServer {
+	h := &WebSocketServer{
+		commands: make(chan command, 1024),
+		done:     make(chan struct{}),
+		rooms:    make(map[string]*room),
+		byUID:    make(map[string]map[*UserSession]struct{}),
+		metrics:  m,
+		now:      time.Now,
+	}
+	m.watchQueueBytes(&h.queueBytes)
+	return h
+}
+
+// Run is the hub loop. It returns when ctx ends; commands sent after that
+// fail with errHubStopped instead of blocking their senders.
+func (h *WebSocketServer) Run(ctx context.Context) error {
+	defer close(h.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case cmd := <-h.commands:
+			cmd.apply(h)
+		}
+	}
+}
+
+// submit hands a command to the hub, waiting while its channel is full,
+// until ctx ends or the hub stops.
+func (h *WebSocketServer) submit(ctx context.Context, cmd command) error {
+	select {
+	case h.commands <- cmd:
+		return nil
+	case <-h.done:
+		return errHubStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ask submits a command that answers on reply and waits for the answer.
+func ask[T any](ctx context.Context, h *WebSocketServer, cmd command, reply <-chan T) (T, error) {
+	var zero T
+	if err := h.submit(ctx, cmd); err != nil {
+		return zero, err
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-h.done:
+		return zero, errHubStopped
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+func (h *WebSocketServer) timestamp() string {
+	return h.now().UTC().Format(time.RFC3339Nano)
+}
+
+// send encodes ev for the session's mode and queues it.
+func (h *WebSocketServer) send(s *UserSession, ev serverEvent) {
+	if s.queue.push(outboundFrame{data: encodeEvent(ev, s.mode)}) {
+		h.metrics.delivered.Inc()
+	}
+}
+
+// deliver queues ev to every session in sessions except skip, encoding it
+// at most once per mode, and returns how many sessions accepted it.
+func (h *WebSocketServer) deliver(sessions map[*UserSession]struct{}, ev serverEvent, skip *UserSession) int {
+	var encoded [modeCount][]byte
+	delivered := 0
+	for s := range sessions {
+		if s == skip {
+			continue
+		}
+		if encoded[s.mode] == nil {
+			encoded[s.mode] = encodeEvent(ev, s.mode)
+		}
+		if s.queue.push(outboundFrame{data: encoded[s.mode]}) {
+			delivered++
+		}
+	}
+	h.metrics.delivered.Add(float64(delivered))
+	return delivered
+}
+
+func (r *room) online() []string {
+	uids := make([]string, 0, len(r.uids))
+	for uid := range r.uids {
+		uids = append(uids, uid)
+	}
+	slices.Sort(uids)
+	return uids
+}
+
+func (h *WebSocketServer) updateGauges() {
+	h.metrics.sessions.Set(float64(h.sessionCount))
+	h.metrics.rooms.Set(float64(len(h.rooms)))
+}
+
+// UserConnect registers a new session, welcomes it, and tells the room when
+// its uid arrives there for the first time.
+type UserConnect struct{ Session *UserSession }
+
+func (c UserConnect) apply(h *WebSocketServer) {
+	s := c.Session
+	r := h.rooms[s.room]
+	if r == nil {
+		r = &room{name: s.room, sessions: map[*UserSession]struct{}{}, uids: map[string]int{}}
+		h.rooms[s.room] = r
+	}
+	r.sessions[s] = struct{}{}
+	r.uids[s.uid]++
+	if h.byUID[s.uid] == nil {
+		h.byUID[s.uid] = map[*UserSession]struct{}{}
+	}
+	h.byUID[s.uid][s] = struct{}{}
+	h.sessionCount++
+	h.updateGauges()
+
+	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: r.online()})
+	if r.uids[s.uid] == 1 {
+		h.deliver(r.sessions, &presenceChange{Type: "joined", UID: s.uid, Room: r.name}, s)
+	}
+}
+
+// UserDisconnect forgets a session, telling the room when it was its uid's
+// last one there. It is safe to apply twice.
+type UserDisconnect struct{ Session *UserSession }
+
+func (c UserDisconnect) apply(h *WebSocketServer) {
+	s := c.Session
+	r := h.rooms[s.room]
+	if r == nil {
+		return
+	}
+	if _, ok := r.sessions[s]; !ok {
+		return
+	}
+	delete(r.sessions, s)
+	delete(h.byUID[s.uid], s)
+	if len(h.byUID[s.uid]) == 0 {
+		delete(h.byUID, s.uid)
+	}
+	h.sessionCount--
+	r.uids[s.uid]--
+	if r.uids[s.uid] == 0 {
+		delete(r.uids, s.uid)
+		h.deliver(r.sessions, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
+	}
+	if len(r.sessions) == 0 {
+		delete(h.rooms, r.name)
+	}
+	h.updateGauges()
+}
+
+// UserMessage is a room message from a session; it takes the room's next seq.
+type UserMessage struct {
+	Session *UserSession
+	Text    string
+}
+
+func (c UserMessage) apply(h *WebSocketServer) {
+	r := h.rooms[c.Session.room]
+	if r == nil {
+		return // the session has already left
+	}
+	r.seq++
+	h.deliver(r.sessions, &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}, nil)
+}
+
+// BinaryMessage is relayed unchanged to the sender's room.
+type BinaryMessage struct {
+	Session *UserSession
+	Data    []byte
+}
+
+func (c BinaryMessage) apply(h *WebSocketServer) {
+	r := h.rooms[c.Session.room]
+	if r == nil {
+		return
+	}
+	frame := outboundFrame{data: c.Data, binary: true}
+	delivered := 0
+	for s := range r.sessions {
+		if s.queue.push(frame) {
+			delivered++
+		}
+	}
+	h.metrics.delivered.Add(float64(delivered))
+}
+
+// DirectMessage goes to every session of a uid, in any room, with an echo to
+// the sending session.
+type DirectMessage struct {
+	From *UserSession
+	To   string
+	Text string
+}
+
+func (c DirectMessage) apply(h *WebSocketServer) {
+	targets := h.byUID[c.To]
+	if len(targets) == 0 {
+		h.send(c.From, newErrorEvent(notOnline(c.To)))
+		return
+	}
+	dm := &directEvent{Type: "direct", From: c.From.uid, To: c.To, Text: c.Text, TS: h.timestamp()}
+	h.deliver(targets, dm, nil)
+	echo := *dm
+	echo.echo = true
+	h.send(c.From, &echo)
+}
+
+// WhoQuery answers a session with its room's online uids.
+type WhoQuery struct{ Session *UserSession }
+
+func (c WhoQuery) apply(h *WebSocketServer) {
+	r := h.rooms[c.Session.room]
+	if r == nil {
+		return
+	}
+	h.send(c.Session, &presenceEvent{Type: "presence", Room: r.name, Online: r.online()})
+}
+
+// Publish is a message from the HTTP API to a room. Exactly one of Text and
+// Data is set. Reply receives the number of sessions it was queued to.
+type Publish struct {
+	Room  string
+	Text  string
+	Data  json.RawMessage
+	Reply chan int
+}
+
+func (c Publish) apply(h *WebSocketServer) {
+	r := h.rooms[c.Room]
+	if r == nil {
+		c.Reply <- 0
+		return
+	}
+	r.seq++
+	ev := &publishEvent{Type: "publish", Room: r.name, Text: c.Text, Data: c.Data, Seq: r.seq, TS: h.timestamp()}
+	c.Reply <- h.deliver(r.sessions, ev, nil)
+}
+
+// RoomSummary is one row of GET /api/rooms.
+type RoomSummary struct {
+	Room     string `json:"room"`
+	Users    int    `json:"users"`
+	Sessions int    `json:"sessions"`
+}
+
+// ListRooms answers with every room that has a session, sorted by name.
+type ListRooms struct{ Reply chan []RoomSummary }
+
+func (c ListRooms) apply(h *WebSocketServer) {
+	list := make([]RoomSummary, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		list = append(list, RoomSummary{Room: r.name, Users: len(r.uids), Sessions: len(r.sessions)})
+	}
+	slices.SortFunc(list, func(a, b RoomSummary) int { return strings.Compare(a.Room, b.Room) })
+	c.Reply <- list
+}
+
+// RoomPresence answers with a room's online uids, sorted; empty for a room
+// nobody is in.
+type RoomPresence struct {
+	Room  string
+	Reply chan []string
+}
+
+func (c RoomPresence) apply(h *WebSocketServer) {
+	if r := h.rooms[c.Room]; r != nil {
+		c.Reply <- r.online()
+		return
+	}
+	c.Reply <- []string{}
+}
+
+// HealthPing proves the hub loop is turning.
+type HealthPing struct{ Reply chan struct{} }
+
+func (c HealthPing) apply(*WebSocketServer) { c.Reply <- struct{}{} }

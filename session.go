@@ -1,0 +1,318 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+)
+
+// sessionLimits are the per-connection bounds from the configuration.
+type sessionLimits struct {
+	pingInterval    time.Duration
+	pongTimeout     time.Duration
+	writeTimeout    time.Duration
+	maxMessageBytes int64
+	rate            float64 // messages per second; 0 = unlimited
+}
+
+// UserSession is one WebSocket connection's life: from the hub's welcome to
+// its unregistration, which happens exactly once whichever way it ends.
+//
+// Two goroutines serve it. The reader only reads the socket and hands each
+// message over. The session loop (Run) owns everything else: it selects over
+// the client's messages, its outbound queue, the heartbeat and shutdown, so
+// a client's messages are handled one at a time, in order.
+type UserSession struct {
+	id   string
+	uid  string
+	room string
+	mode clientMode
+
+	conn    *websocket.Conn
+	queue   *outboundQueue
+	hub     *WebSocketServer
+	limits  sessionLimits
+	limiter *rate.Limiter // nil when unlimited
+	metrics *metrics
+	log     *slog.Logger
+
+	goroutines sync.WaitGroup // the reader and any heartbeat in flight
+}
+
+// inbound is one read from the client: a message or the error that ended
+// reading.
+type inbound struct {
+	kind websocket.MessageType
+	data []byte
+	err  error
+}
+
+// closeStatus is how a session ends. A zero code means the connection is
+// dropped without a close frame (the peer is gone or unresponsive).
+type closeStatus struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+var errMessageTooBig = errors.New("message too big")
+
+// Close reasons of PROTOCOL.md, word for word.
+var (
+	closeTooBig       = closeStatus{websocket.StatusMessageTooBig, "message too big"}
+	closeInvalidUTF8  = closeStatus{websocket.StatusInvalidFramePayloadData, "invalid UTF-8"}
+	closeSlowConsumer = closeStatus{websocket.StatusPolicyViolation, "slow consumer"}
+	closeRateLimited  = closeStatus{websocket.StatusPolicyViolation, "rate limit exceeded"}
+	closeShutdown     = closeStatus{websocket.StatusGoingAway, "server shutting down"}
+	closeDrop         = closeStatus{}
+)
+
+// Run serves the session until it ends and then unregisters it. shutdown is
+// cancelled when the server stops: the session flushes its queue and closes
+// with 1001.
+func (s *UserSession) Run(shutdown context.Context) {
+	if err := s.hub.submit(shutdown, UserConnect{Session: s}); err != nil {
+		s.close(closeShutdown)
+		return
+	}
+	readCtx, stopReading := context.WithCancel(context.Background())
+	incoming := make(chan inbound)
+	s.goroutines.Add(1)
+	go s.readLoop(readCtx, incoming)
+
+	status := s.loop(shutdown, incoming)
+
+	// Unregister first so nobody queues to a session that is closing.
+	_ = s.hub.submit(context.Background(), UserDisconnect{Session: s})
+	s.queue.discard()
+	s.close(status)
+	stopReading()
+	s.goroutines.Wait()
+	s.log.Debug("session ended", "reason", status.reason, "code", int(status.code))
+}
+
+func (s *UserSession) close(status closeStatus) {
+	if status.code == 0 {
+		_ = s.conn.CloseNow()
+		return
+	}
+	_ = s.conn.Close(status.code, status.reason)
+}
+
+// readLoop reads client messages until the connection fails or ctx ends. It
+// is the only reader of the connection, which also answers the client's
+// pings and delivers its pongs.
+func (s *UserSession) readLoop(ctx context.Context, out chan<- inbound) {
+	defer s.goroutines.Done()
+	for {
+		kind, data, err := s.read(ctx)
+		select {
+		case out <- inbound{kind: kind, data: data, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// read reads one message, refusing one over the size limit without reading
+// all of it.
+func (s *UserSession) read(ctx context.Context) (websocket.MessageType, []byte, error) {
+	kind, r, err := s.conn.Reader(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(r, s.limits.maxMessageBytes+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if int64(len(data)) > s.limits.maxMessageBytes {
+		return 0, nil, errMessageTooBig
+	}
+	return kind, data, nil
+}
+
+// loop is the session's select loop; it returns how the session must end.
+func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) closeStatus {
+	heartbeat := time.NewTicker(s.limits.pingInterval)
+	defer heartbeat.Stop()
+	pongs := make(chan error, 1)
+	pinging := false
+	var batch []outboundFrame
+
+	for {
+		select {
+		case in := <-incoming:
+			if in.err != nil {
+				return s.readFailed(in.err)
+			}
+			if status, end := s.handle(shutdown, in); end {
+				return status
+			}
+		case <-s.queue.ready:
+			var status closeStatus
+			var end bool
+			batch, status, end = s.flush(batch)
+			if end {
+				return status
+			}
+		case <-heartbeat.C:
+			if !pinging {
+				pinging = true
+				s.goroutines.Add(1)
+				go s.ping(pongs)
+			}
+		case err := <-pongs:
+			pinging = false
+			if err != nil {
+				s.metrics.closes.WithLabelValues("heartbeat").Inc()
+				s.log.Info("no pong, dropping connection", "err", err)
+				return closeDrop
+			}
+		case <-shutdown.Done():
+			if _, status, end := s.flush(batch); end {
+				return status
+			}
+			return closeShutdown
+		}
+	}
+}
+
+// ping sends one ping and reports whether its pong came within the timeout.
+func (s *UserSession) ping(result chan<- error) {
+	defer s.goroutines.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), s.limits.pongTimeout)
+	defer cancel()
+	result <- s.conn.Ping(ctx)
+}
+
+func (s *UserSession) readFailed(err error) closeStatus {
+	if errors.Is(err, errMessageTooBig) {
+		return closeTooBig
+	}
+	if websocket.CloseStatus(err) == -1 {
+		s.log.Debug("read failed", "err", err)
+	}
+	return closeDrop // the peer closed or vanished; the library answered its close frame
+}
+
+// handle acts on one client message. It reports end=true when the message
+// ends the session.
+func (s *UserSession) handle(ctx context.Context, in inbound) (closeStatus, bool) {
+	s.metrics.received.Inc()
+	if s.limiter != nil && !s.limiter.Allow() {
+		s.metrics.closes.WithLabelValues("rate_limit").Inc()
+		return closeRateLimited, true
+	}
+	if in.kind == websocket.MessageBinary {
+		return s.submit(ctx, BinaryMessage{Session: s, Data: in.data})
+	}
+	if !utf8.Valid(in.data) {
+		return closeInvalidUTF8, true
+	}
+	if s.mode == modeJSON {
+		req, reqErr := parseJSONRequest(in.data)
+		return s.dispatch(ctx, req, reqErr)
+	}
+	var status closeStatus
+	end := false
+	splitLines(string(in.data), func(line string) {
+		if !end {
+			req, reqErr := parseTextLine(line)
+			status, end = s.dispatch(ctx, req, reqErr)
+		}
+	})
+	return status, end
+}
+
+// dispatch turns a parsed request into a hub command, or answers a mistake
+// directly: a client's error concerns only itself.
+func (s *UserSession) dispatch(ctx context.Context, req clientRequest, reqErr *requestError) (closeStatus, bool) {
+	if reqErr != nil {
+		s.queue.push(outboundFrame{data: encodeEvent(newErrorEvent(reqErr), s.mode)})
+		return closeStatus{}, false
+	}
+	switch req.kind {
+	case requestMessage:
+		return s.submit(ctx, UserMessage{Session: s, Text: req.text})
+	case requestDirect:
+		return s.submit(ctx, DirectMessage{From: s, To: req.to, Text: req.text})
+	default:
+		return s.submit(ctx, WhoQuery{Session: s})
+	}
+}
+
+func (s *UserSession) submit(ctx context.Context, cmd command) (closeStatus, bool) {
+	if err := s.hub.submit(ctx, cmd); err != nil {
+		return closeShutdown, true
+	}
+	return closeStatus{}, false
+}
+
+// batchBuffers recycles the buffers that join several text events into one
+// message, so an idle session holds none.
+var batchBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// flush writes everything queued. Consecutive text events go out as one
+// message joined by "\n" (PROTOCOL.md, Framing); binary frames go out alone.
+// It returns the emptied batch slice for reuse.
+func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus, bool) {
+	batch, overflowed := s.queue.drain(batch[:0])
+	if overflowed {
+		s.metrics.closes.WithLabelValues("slow_consumer").Inc()
+		s.log.Info("slow consumer, closing")
+		return batch[:0], closeSlowConsumer, true
+	}
+	for start := 0; start < len(batch); {
+		end := start + 1
+		if !batch[start].binary {
+			for end < len(batch) && !batch[end].binary {
+				end++
+			}
+		}
+		if err := s.write(batch[start:end]); err != nil {
+			s.log.Debug("write failed", "err", err)
+			clear(batch)
+			return batch[:0], closeDrop, true
+		}
+		start = end
+	}
+	clear(batch)
+	return batch[:0], closeStatus{}, false
+}
+
+// write sends frames as one WebSocket message within the write timeout.
+func (s *UserSession) write(frames []outboundFrame) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.limits.writeTimeout)
+	defer cancel()
+	if len(frames) == 1 {
+		kind := websocket.MessageText
+		if frames[0].binary {
+			kind = websocket.MessageBinary
+		}
+		return s.conn.Write(ctx, kind, frames[0].data)
+	}
+	buf := batchBuffers.Get().(*bytes.Buffer)
+	defer batchBuffers.Put(buf)
+	buf.Reset()
+	for i, f := range frames {
+		if i > 0 {
+			buf.WriteByte('\n')
+		}
+		buf.Write(f.data)
+	}
+	if err := s.conn.Write(ctx, websocket.MessageText, buf.Bytes()); err != nil {
+		return fmt.Errorf("write batch of %d: %w", len(frames), err)
+	}
+	return nil
+}
