@@ -18,7 +18,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binaryDir != "" {
+			os.RemoveAll(binaryDir)
+		}
+		os.Exit(code)
+	}))
 }
 
 // waitTimeout bounds every wait for something a client should see. It is a
@@ -309,3 +314,4 @@ func newStandaloneHTTP(t *testing.T, handler http.Handler) *httptest.Server {
 	})
 	return srv
 }
+

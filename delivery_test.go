@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+// Several senders, several receivers: every receiver sees every message, in
+// one identical order, and each sender's messages in the order it sent them.
+func TestOrderingAndNoLoss(t *testing.T) {
+	const senders, receivers, perSender = 4, 4, 150
+	ts := startServer(t, nil)
+	var readers []*testClient
+	for i := 0; i < receivers; i++ {
+		readers = append(readers, ts.dial(dialOptions{path: "/ws/race", uid: fmt.Sprintf("r%d", i)}))
+	}
+	var writers []*testClient
+	for i := 0; i < senders; i++ {
+		writers = append(writers, ts.dial(dialOptions{path: "/ws/race", uid: fmt.Sprintf("s%d", i), json: true}))
+	}
+	// Wait until every sender is in the room: the last receiver has seen
+	// all joins (events before it are presence lines).
+	last := readers[receivers-1]
+	for joined := 0; joined < senders; {
+		if strings.HasSuffix(last.readLine(), " joined race") {
+			joined++
+		}
+	}
+
+	var wg sync.WaitGroup
+	for i, w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; n < perSender; n++ {
+				data := fmt.Sprintf(`{"type":"message","text":"s%d-%d"}`, i, n)
+				if err := w.conn.Write(context.Background(), websocket.MessageText, []byte(data)); err != nil {
+					t.Errorf("sender %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	sequences := make([][]string, receivers)
+	var readWG sync.WaitGroup
+	for i, r := range readers {
+		readWG.Add(1)
+		go func() {
+			defer readWG.Done()
+			sequences[i] = readMessagesText(t, r, senders*perSender)
+		}()
+	}
+	wg.Wait()
+	readWG.Wait()
+	if t.Failed() {
+		return
+	}
+	for i := 1; i < receivers; i++ {
+		if strings.Join(sequences[i], ",") != strings.Join(sequences[0], ",") {
+			t.Fatalf("receiver %d saw another order than receiver 0", i)
+		}
+	}
+	next := make([]int, senders)
+	for _, text := range sequences[0] {
+		var s, n int
+		fmt.Sscanf(text, "s%d-%d", &s, &n)
+		if n != next[s] {
+			t.Fatalf("sender %d: got message %d, want %d", s, n, next[s])
+		}
+		next[s]++
+	}
+}
+
+// readMessagesText reads count room messages (text mode) and returns their
+// texts, skipping presence lines. It must not call t.Fatal: it runs off the
+// test goroutine.
+func readMessagesText(t *testing.T, c *testClient, count int) []string {
+	var texts []string
+	for len(texts) < count {
+		kind, data, err := c.readMessage()
+		if err != nil || kind != websocket.MessageText {
+			t.Errorf("read after %d messages: %v", len(texts), err)
+			return texts
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if _, text, ok := strings.Cut(line, "]: "); ok && strings.HasPrefix(line, "[UID: ") {
+				texts = append(texts, text)
+			}
+		}
+	}
+	return texts
+}
+
+// A client that stops reading is closed with 1008 "slow consumer"; the
+// others in the room still get every message.
+func TestSlowConsumer(t *testing.T) {
+	const publishes, size = 400, 32 << 10
+	ts := startServer(t, func(c *Config) {
+		c.MaxQueueBytes = 256 << 10
+		c.WriteTimeout = time.Minute // the slow client reads again in time
+	})
+	slow := ts.connect("slow", "feed")
+	fast := []*testClient{ts.connect("f1", "feed"), ts.connect("f2", "feed")}
+	fast[0].expect("[server]: UID f2 joined feed")
+
+	payload := strings.Repeat("x", size)
+	var fastWG sync.WaitGroup
+	for _, c := range fast {
+		fastWG.Add(1)
+		go func() {
+			defer fastWG.Done()
+			got := 0
+			for got < publishes {
+				_, data, err := c.readMessage()
+				if err != nil {
+					t.Errorf("fast reader after %d: %v", got, err)
+					return
+				}
+				got += strings.Count(string(data), "[server]: "+payload)
+			}
+		}()
+	}
+	overflowAt := -1
+	for i := 0; i < publishes; i++ {
+		status, body := ts.request("POST", "/api/rooms/feed/messages", `{"text":"`+payload+`"}`, nil)
+		if status != 200 {
+			t.Fatalf("publish %d: %d %s", i, status, body)
+		}
+		if overflowAt < 0 && body == `{"recipients":2,"room":"feed"}` {
+			overflowAt = i // the slow client's queue refused it
+		}
+	}
+	fastWG.Wait()
+	if overflowAt < 0 {
+		t.Fatal("the slow client's queue never overflowed")
+	}
+	t.Logf("slow client's queue overflowed at publish %d of %d", overflowAt, publishes)
+	slow.expectClose(websocket.StatusPolicyViolation, "slow consumer")
+	fast[0].expect("[server]: UID slow left feed")
+}
+
+// Hundreds of clients that vanish without a close frame leave no presence
+// entry and no goroutine behind.
+func TestChurnLeavesNothingBehind(t *testing.T) {
+	const clients = 300
+	ts := startServer(t, nil)
+	watcher := ts.connect("watcher", "churn")
+	before := goleak.IgnoreCurrent() // the server's and the watcher's goroutines
+	for round := 0; round < 3; round++ {
+		var wg sync.WaitGroup
+		for i := 0; i < clients/3; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				uid := fmt.Sprintf("c%d-%d", round, i)
+				c, _, err := ts.tryDial(dialOptions{path: "/ws/churn", uid: uid})
+				if err != nil {
+					t.Errorf("dial %s: %v", uid, err)
+					return
+				}
+				if i%2 == 0 {
+					c.send("hello from " + uid)
+				}
+				c.conn.CloseNow() // no close frame: the TCP connection just ends
+			}()
+		}
+		wg.Wait()
+	}
+	eventually(t, "every churned session to be gone", func() bool {
+		var rooms []RoomSummary
+		ts.getJSON("/api/rooms", &rooms)
+		return len(rooms) == 1 && rooms[0] == RoomSummary{"churn", 1, 1}
+	})
+	watcher.send("/who")
+	for {
+		if line := watcher.readLine(); strings.HasPrefix(line, "[server]: online in") {
+			if line != "[server]: online in churn: watcher" {
+				t.Fatalf("who after churn: %q", line)
+			}
+			break
+		}
+	}
+	// Nothing started since the churn began is still running.
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("goroutines left after churn: %v", err)
+	}
+}
+
+// A client that never answers pings is dropped within the ping interval plus
+// the pong timeout, and the room hears that it left.
+func TestHeartbeatDropsHalfOpenClient(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.PingInterval = 100 * time.Millisecond
+		c.PongTimeout = 200 * time.Millisecond
+	})
+	watcher := ts.connect("watcher", "lobby")
+	// This client reads once (its welcome) and then never again, so the
+	// library never answers the server's pings.
+	ts.connect("ghost", "lobby")
+	watcher.expect("[server]: UID ghost joined lobby")
+	start := time.Now()
+	watcher.expect("[server]: UID ghost left lobby")
+	t.Logf("half-open client dropped after %v", time.Since(start))
+	status, body := ts.request("GET", "/metrics", "", nil)
+	if status != 200 || !strings.Contains(body, `switchboard_session_closes_total{reason="heartbeat"} 1`) {
+		t.Fatalf("metrics do not count the heartbeat close")
+	}
+	// The watcher answers pings by reading, so it is still connected.
+	watcher.send("alive")
+	watcher.expect("[UID: watcher]: alive")
+}
+
