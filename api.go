@@ -78,7 +78,7 @@ func isLoopback(remoteAddr string) bool {
 
 // publishBody is the body of POST /api/rooms/{room}/messages.
 type publishBody struct {
-	Text *string        `json:"text"`
+	Text *string         `json:"text"`
 	Data json.RawMessage `json:"data"`
 }
 

@@ -216,4 +216,3 @@ func TestHeartbeatDropsHalfOpenClient(t *testing.T) {
 	watcher.send("alive")
 	watcher.expect("[UID: watcher]: alive")
 }
-

@@ -314,4 +314,3 @@ func newStandaloneHTTP(t *testing.T, handler http.Handler) *httptest.Server {
 	})
 	return srv
 }
-
