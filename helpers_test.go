@@ -32,7 +32,7 @@ const waitTimeout = 10 * time.Second
 
 // testServer is a real switchboard behind httptest, with its hub running.
 type testServer struct {
-	t    *testing.T
+	t    testing.TB
 	sb   *switchboard
 	http *httptest.Server
 	// httpClient does not keep connections alive, so no transport
@@ -57,7 +57,7 @@ func testLogger() *slog.Logger {
 
 // startServer runs a server with testConfig changed by configure (may be nil)
 // and stops it, sessions and hub included, when the test ends.
-func startServer(t *testing.T, configure func(*Config)) *testServer {
+func startServer(t testing.TB, configure func(*Config)) *testServer {
 	t.Helper()
 	cfg := testConfig()
 	if configure != nil {
@@ -94,7 +94,7 @@ func (ts *testServer) wsURL(path string) string {
 // testClient is a real WebSocket client that reads the server's text
 // messages as lines, splitting batches on "\n" as PROTOCOL.md asks.
 type testClient struct {
-	t       *testing.T
+	t       testing.TB
 	conn    *websocket.Conn
 	pending []string
 }
@@ -294,7 +294,7 @@ func (ts *testServer) getJSON(path string, out any) {
 }
 
 // eventually polls cond until it holds or waitTimeout passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for !cond() {
@@ -306,7 +306,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // newStandaloneHTTP serves handler without starting its hub.
-func newStandaloneHTTP(t *testing.T, handler http.Handler) *httptest.Server {
+func newStandaloneHTTP(t testing.TB, handler http.Handler) *httptest.Server {
 	srv := httptest.NewServer(handler)
 	t.Cleanup(func() {
 		srv.Client().CloseIdleConnections()

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/coder/websocket"
+)
+
+// newBenchSession is a session as the hub sees it, without a socket.
+func newBenchSession(h *WebSocketServer, uid string, mode clientMode) *UserSession {
+	return &UserSession{
+		id: uid, uid: uid, room: "bench", mode: mode,
+		queue: newOutboundQueue(1<<30, &h.queueBytes),
+	}
+}
+
+// BenchmarkBroadcast measures the hub's cost of one room message to N
+// recipients (half text, half JSON): seq, encoding once per mode, and a push
+// onto every queue, plus the writers' drain. No sockets.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, recipients := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprintf("recipients=%d", recipients), func(b *testing.B) {
+			h := NewWebSocketServer(newMetrics())
+			sessions := make([]*UserSession, recipients)
+			for i := range sessions {
+				sessions[i] = newBenchSession(h, fmt.Sprint(i), clientMode(i%2))
+				UserConnect{Session: sessions[i]}.apply(h)
+			}
+			var batch []outboundFrame
+			for _, s := range sessions {
+				batch, _ = s.queue.drain(batch[:0])
+			}
+			msg := UserMessage{Session: sessions[0], Text: strings.Repeat("x", 100)}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				msg.apply(h)
+				for _, s := range sessions {
+					batch, _ = s.queue.drain(batch[:0])
+				}
+			}
+			b.ReportMetric(float64(b.N*recipients)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
+
+// BenchmarkSocketBroadcast sends room messages through the real server over
+// loopback sockets to R text-mode receivers and waits until every receiver
+// has read every message.
+func BenchmarkSocketBroadcast(b *testing.B) {
+	for _, receivers := range []int{10, 100} {
+		b.Run(fmt.Sprintf("receivers=%d", receivers), func(b *testing.B) {
+			ts := startServer(b, func(c *Config) { c.MaxQueueBytes = 64 << 20 })
+			readers := make([]*testClient, receivers)
+			for i := range readers {
+				readers[i] = ts.connect(fmt.Sprintf("r%d", i), "bench")
+			}
+			sender := ts.connect("sender", "bench")
+			for _, r := range readers {
+				for !strings.HasSuffix(r.readLine(), "UID sender joined bench") {
+				}
+			}
+			payload := []byte(strings.Repeat("x", 100))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			// The sender reads its own echoes too, as a real client must.
+			for _, r := range append(readers, sender) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for got := 0; got < b.N; {
+						_, data, err := r.conn.Read(context.Background())
+						if err != nil {
+							b.Errorf("read: %v", err)
+							return
+						}
+						got += strings.Count(string(data), "[UID: sender]: ")
+					}
+				}()
+			}
+			for i := 0; i < b.N; i++ {
+				if err := sender.conn.Write(context.Background(), websocket.MessageText, payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N*(receivers+1))/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
+}
