@@ -82,6 +82,17 @@ type publishBody struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// publishAnswer and presenceAnswer keep PROTOCOL.md's field order.
+type publishAnswer struct {
+	Room       string `json:"room"`
+	Recipients int    `json:"recipients"`
+}
+
+type presenceAnswer struct {
+	Room   string   `json:"room"`
+	Online []string `json:"online"`
+}
+
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	roomName := r.PathValue("room")
 	if !validRoom(roomName) {
@@ -100,7 +111,7 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"room": roomName, "recipients": recipients})
+	writeJSON(w, http.StatusOK, publishAnswer{Room: roomName, Recipients: recipients})
 }
 
 // readPublish decodes and checks a publish body; problem is the error to
@@ -161,7 +172,7 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"room": roomName, "online": online})
+	writeJSON(w, http.StatusOK, presenceAnswer{Room: roomName, Online: online})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

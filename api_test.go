@@ -16,7 +16,7 @@ func TestPublishText(t *testing.T) {
 	text.expect("[server]: UID 2 joined news")
 
 	status, body := ts.request("POST", "/api/rooms/news/messages", `{"text":"breaking\nnews"}`, nil)
-	if status != 200 || body != `{"recipients":2,"room":"news"}` {
+	if status != 200 || body != `{"room":"news","recipients":2}` {
 		t.Fatalf("publish = %d %s", status, body)
 	}
 	text.expect("[server]: breaking", "[server]: news")
@@ -41,7 +41,7 @@ func TestPublishData(t *testing.T) {
 
 	status, body := ts.request("POST", "/api/rooms/stats/messages",
 		`{"data": [ {"cpu": 0.5, "host": "a"}, {"cpu": 0.25, "host": "b"} ]}`, nil)
-	if status != 200 || body != `{"recipients":2,"room":"stats"}` {
+	if status != 200 || body != `{"room":"stats","recipients":2}` {
 		t.Fatalf("publish = %d %s", status, body)
 	}
 	text.expect(`[server]: [{"cpu":0.5,"host":"a"},{"cpu":0.25,"host":"b"}]`)
@@ -56,7 +56,7 @@ func TestPublishData(t *testing.T) {
 func TestPublishToEmptyRoom(t *testing.T) {
 	ts := startServer(t, nil)
 	status, body := ts.request("POST", "/api/rooms/nobody/messages", `{"text":"hello?"}`, nil)
-	if status != 200 || body != `{"recipients":0,"room":"nobody"}` {
+	if status != 200 || body != `{"room":"nobody","recipients":0}` {
 		t.Fatalf("publish = %d %s", status, body)
 	}
 }
@@ -113,7 +113,7 @@ func TestRoomsAndPresenceAPI(t *testing.T) {
 		t.Fatalf("presence = %+v", presence)
 	}
 	status, body := ts.request("GET", "/api/rooms/empty/presence", "", nil)
-	if status != 200 || body != `{"online":[],"room":"empty"}` {
+	if status != 200 || body != `{"room":"empty","online":[]}` {
 		t.Fatalf("presence of an empty room = %d %s", status, body)
 	}
 	status, _ = ts.request("GET", "/api/rooms/a@b/presence", "", nil)
