@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,6 +61,12 @@ func TestJSONMessagesAndSeq(t *testing.T) {
 	alice.sendJSON(map[string]any{"type": "message", "text": "two\nlines"})
 	wantFields(t, alice.readJSON(), map[string]any{"text": "two\nlines", "seq": 3.0})
 	bob.expect("[UID: 2]: from text", "[UID: 1]: two", "[UID: 1]: lines")
+
+	// Text reaches JSON clients as it was typed, not HTML-escaped.
+	bob.send("<3 & co")
+	if line := alice.readLine(); !strings.Contains(line, `"text":"<3 & co"`) {
+		t.Fatalf("got %s", line)
+	}
 
 	// seq counts per room.
 	other, _ := ts.connectJSON("3", "other")

@@ -144,13 +144,17 @@ func encodeEvent(ev serverEvent, mode clientMode) []byte {
 	if mode == modeText {
 		return ev.appendText(nil)
 	}
-	data, err := json.Marshal(ev)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// People read these objects raw in wscat and Postman: keep "<3" as is
+	// rather than "\u003c3".
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(ev); err != nil {
 		// Every event is plain strings and numbers, and raw data is
 		// compacted before it gets here; failing here is a bug.
 		panic(fmt.Sprintf("encode %T: %v", ev, err))
 	}
-	return data
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // appendLines writes text as one line per line of it, each behind prefix, so
