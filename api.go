@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // api serves /api/* and /healthcheck. Every /api answer is JSON, errors
@@ -20,8 +21,12 @@ type api struct {
 	maxMessageBytes int64
 }
 
-// healthTimeout bounds how long /healthcheck waits for the hub loop.
-const healthTimeout = time.Second
+const (
+	// healthTimeout bounds how long /healthcheck waits for the hub loop.
+	healthTimeout = time.Second
+	// bodyReadTimeout bounds how long a publish body may take to arrive.
+	bodyReadTimeout = 10 * time.Second
+)
 
 func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthcheck", a.healthcheck)
@@ -105,18 +110,24 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cmd.Room = roomName
-	cmd.Reply = make(chan int, 1)
-	recipients, err := ask(r.Context(), a.hub, cmd, cmd.Reply)
+	cmd.Reply = make(chan PublishResult, 1)
+	result, err := ask(r.Context(), a.hub, cmd, cmd.Reply)
+	if err == nil {
+		err = result.Err
+	}
 	if err != nil {
-		writeJSONError(w, http.StatusServiceUnavailable, "server shutting down")
+		writeJSONError(w, http.StatusServiceUnavailable, errShuttingDown.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, publishAnswer{Room: roomName, Recipients: recipients})
+	writeJSON(w, http.StatusOK, publishAnswer{Room: roomName, Recipients: result.Recipients})
 }
 
 // readPublish decodes and checks a publish body; problem is the error to
 // answer with when it is not usable.
 func (a *api) readPublish(w http.ResponseWriter, r *http.Request) (cmd Publish, status int, problem string) {
+	// A client that sends its body slowly must not hold the handler (nor a
+	// graceful shutdown) for long.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	var body publishBody
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.maxMessageBytes))
 	dec.DisallowUnknownFields()
@@ -140,8 +151,8 @@ func (a *api) readPublish(w http.ResponseWriter, r *http.Request) (cmd Publish, 
 		cmd.Text = *body.Text
 	case hasData:
 		compact, err := compactJSON(body.Data)
-		if err != nil {
-			return cmd, http.StatusBadRequest, "\"data\" is not valid JSON"
+		if err != nil || !utf8.Valid(compact) {
+			return cmd, http.StatusBadRequest, "\"data\" is not valid JSON in UTF-8"
 		}
 		cmd.Data = compact
 	default:

@@ -76,6 +76,7 @@ func TestPublishBadBodies(t *testing.T) {
 		{"/api/rooms/lobby/messages", `{"text":"a"} {"text":"b"}`, 400},
 		{"/api/rooms/lobby/messages", `{"text":"` + strings.Repeat("x", 80) + `"}`, 413},
 		{"/api/rooms/a@b/messages", `{"text":"a"}`, 400},
+		{"/api/rooms/lobby/messages", "{\"data\":\"\xff\xfe\"}", 400},
 	}
 	for _, tc := range cases {
 		status, body := ts.request("POST", tc.path, tc.body, nil)

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"net"
+	"path"
 	"strings"
 	"time"
 )
@@ -129,14 +132,31 @@ func validateConfig(cfg Config) error {
 			return fmt.Errorf("invalid value for flag -%s: must be greater than zero", p.name)
 		}
 	}
-	if cfg.Rate < 0 {
-		return fmt.Errorf("invalid value for flag -rate: must be zero (unlimited) or more")
+	for _, b := range []struct {
+		name  string
+		value int64
+	}{{"max-message-bytes", cfg.MaxMessageBytes}, {"max-queue-bytes", cfg.MaxQueueBytes}} {
+		if b.value > maxByteLimit {
+			return fmt.Errorf("invalid value %d for flag -%s: at most %d (1 GiB)", b.value, b.name, int64(maxByteLimit))
+		}
 	}
-	if cfg.Addr == "" {
-		return fmt.Errorf("invalid value for flag -addr: must not be empty")
+	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
+		return fmt.Errorf("invalid value %v for flag -rate: must be zero (unlimited) or a positive number", cfg.Rate)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return fmt.Errorf("invalid value %q for flag -addr: %v", cfg.Addr, err)
+	}
+	for _, pattern := range cfg.AllowedOrigins {
+		if _, err := path.Match(pattern, ""); err != nil {
+			return fmt.Errorf("invalid value %q for flag -allowed-origins: pattern %q: %v", strings.Join(cfg.AllowedOrigins, ","), pattern, err)
+		}
 	}
 	return nil
 }
+
+// maxByteLimit caps the byte options far below where arithmetic on them
+// could overflow.
+const maxByteLimit = 1 << 30
 
 func parseLogLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {

@@ -19,14 +19,15 @@ func TestOrderingAndNoLoss(t *testing.T) {
 	ts := startServer(t, nil)
 	var readers []*testClient
 	for i := 0; i < receivers; i++ {
-		readers = append(readers, ts.dial(dialOptions{path: "/ws/race", uid: fmt.Sprintf("r%d", i)}))
+		readers = append(readers, ts.connect(fmt.Sprintf("r%d", i), "race"))
 	}
 	var writers []*testClient
 	for i := 0; i < senders; i++ {
-		writers = append(writers, ts.dial(dialOptions{path: "/ws/race", uid: fmt.Sprintf("s%d", i), json: true}))
+		w, _ := ts.connectJSON(fmt.Sprintf("s%d", i), "race")
+		writers = append(writers, w)
 	}
-	// Wait until every sender is in the room: the last receiver has seen
-	// all joins (events before it are presence lines).
+	// Every receiver was welcomed before any sender arrived, so the last
+	// one hears every sender join.
 	last := readers[receivers-1]
 	for joined := 0; joined < senders; {
 		if strings.HasSuffix(last.readLine(), " joined race") {

@@ -159,8 +159,9 @@ func (f *SessionFactory) leave() {
 	}
 }
 
-// Shutdown tells every session to flush its queue and close with 1001, and
-// waits for them until ctx ends. New upgrades are refused from now on.
+// Shutdown refuses new upgrades, puts the hub in closing mode (no new
+// traffic), then tells every session to flush its queue and close with 1001,
+// and waits for them until ctx ends.
 func (f *SessionFactory) Shutdown(ctx context.Context) error {
 	f.mu.Lock()
 	if !f.closing {
@@ -170,6 +171,10 @@ func (f *SessionFactory) Shutdown(ctx context.Context) error {
 		}
 	}
 	f.mu.Unlock()
+	reply := make(chan struct{}, 1)
+	if _, err := ask(ctx, f.hub, BeginShutdown{Reply: reply}, reply); err != nil {
+		f.log.Warn("hub did not confirm shutdown", "err", err)
+	}
 	f.stopSessions()
 	select {
 	case <-f.finished:

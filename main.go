@@ -29,9 +29,14 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "switchboard: cannot listen on -addr %s: %v\n", cfg.Addr, err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	if err := newSwitchboard(cfg, log).serve(ctx, ln); err != nil {
 		log.Error("switchboard stopped", "err", err)
 		os.Exit(1)
 	}
@@ -59,18 +64,10 @@ func newSwitchboard(cfg Config, log *slog.Logger) *switchboard {
 	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, handler: mux}
 }
 
-// run serves until ctx ends, then shuts down within -shutdown-timeout.
-func run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	return newSwitchboard(cfg, log).serve(ctx, ln)
-}
-
-// serve runs the hub and the HTTP server on ln until ctx ends. Shutdown
-// order: stop accepting, let every session flush its queue and close with
-// 1001, then stop the hub.
+// serve runs the hub and the HTTP server on ln until ctx ends, then shuts
+// down within -shutdown-timeout: stop accepting, stop the hub taking new
+// traffic, let every session flush its queue and close with 1001, then stop
+// the hub.
 func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           sb.handler,
@@ -94,11 +91,13 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 		sb.log.Info("shutting down", "timeout", sb.cfg.ShutdownTimeout)
 		deadline, cancel := context.WithTimeout(context.Background(), sb.cfg.ShutdownTimeout)
 		defer cancel()
-		if err := srv.Shutdown(deadline); err != nil {
-			sb.log.Warn("http shutdown", "err", err)
-		}
-		if err := sb.factory.Shutdown(deadline); err != nil {
-			sb.log.Warn("session shutdown", "err", err)
+		// Plain HTTP requests and WebSocket sessions wind down side by
+		// side, so a slow request cannot eat the sessions' time.
+		var parts errgroup.Group
+		parts.Go(func() error { return srv.Shutdown(deadline) })
+		parts.Go(func() error { return sb.factory.Shutdown(deadline) })
+		if err := parts.Wait(); err != nil {
+			sb.log.Warn("shutdown incomplete", "err", err)
 		}
 		stopHub()
 		sb.log.Info("shutdown complete")

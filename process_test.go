@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,54 +123,172 @@ func dialProcess(t *testing.T, p *process, uid string) *testClient {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
+	conn.SetReadLimit(64 << 20)
 	c := &testClient{t: t, conn: conn}
 	c.expect("[server]: welcome UID " + uid + ", room lobby")
 	return c
 }
 
-// On SIGTERM the server stops accepting, delivers what it has queued,
-// closes every session with 1001 and exits 0.
-func TestShutdownOnSignal(t *testing.T) {
+// On SIGTERM or SIGINT the server stops accepting, delivers everything it
+// has queued, closes every session with 1001 and exits 0.
+func TestShutdownFlushesQueues(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			p := startProcess(t, "-shutdown-timeout", "5s")
-			sender := dialProcess(t, p, "1")
-			reader := dialProcess(t, p, "2")
-			sender.expect("[server]: UID 2 joined lobby")
-			// One client message of many lines: many events, one rate token.
-			const count = 200
-			var lines []string
+			p := startProcess(t, "-shutdown-timeout", "8s", "-max-queue-bytes", "67108864")
+			reader := dialProcess(t, p, "2") // reads nothing until the signal
+			// More than the socket buffers hold, so a backlog stays queued.
+			const count, size = 300, 60000
+			payload := strings.Repeat("x", size)
 			for i := 0; i < count; i++ {
-				lines = append(lines, fmt.Sprintf("m%d", i))
+				status, body := p.request(t, "POST", "/api/rooms/lobby/messages", fmt.Sprintf(`{"text":"%d %s"}`, i, payload))
+				if status != 200 || body != `{"room":"lobby","recipients":1}` {
+					t.Fatalf("publish %d: %d %s", i, status, body)
+				}
 			}
-			sender.send(strings.Join(lines, "\n"))
-			// The sender's own echo of the last message proves the hub has
-			// queued all of them to the reader, which has read nothing yet.
-			for i := 0; i < count; i++ {
-				sender.expect(fmt.Sprintf("[UID: 1]: m%d", i))
+			if queued := p.metric(t, "switchboard_queue_bytes"); queued <= 0 {
+				t.Fatalf("nothing queued before the signal (%v bytes): the test would prove nothing", queued)
 			}
-			start := time.Now()
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
 			for i := 0; i < count; i++ {
-				reader.expect(fmt.Sprintf("[UID: 1]: m%d", i))
+				reader.expect(fmt.Sprintf("[server]: %d %s", i, payload))
 			}
 			reader.expectClose(websocket.StatusGoingAway, "server shutting down")
-			select {
-			case <-p.exited:
-				if p.err != nil {
-					t.Fatalf("exit: %v\n%s", p.err, p.log())
-				}
-			case <-time.After(waitTimeout):
-				t.Fatalf("server still running after shutdown: %s", p.log())
-			}
-			t.Logf("signal to exit: %v", time.Since(start))
+			p.waitExit(t)
 			if _, err := http.Get("http://" + p.addr + "/healthcheck"); err == nil {
 				t.Fatal("server still accepts after shutdown")
 			}
 		})
 	}
+}
+
+// Traffic that arrives while the server shuts down is either delivered to
+// everyone or refused with an error to its sender: nothing accepted is lost.
+func TestShutdownUnderTraffic(t *testing.T) {
+	p := startProcess(t, "-rate", "0")
+	sender := dialProcessJSON(t, p, "1")
+	reader := dialProcessJSON(t, p, "2")
+	sender.readJSON() // joined
+
+	writeCtx, stopWriting := context.WithCancel(context.Background())
+	defer stopWriting()
+	go func() {
+		for i := 0; writeCtx.Err() == nil; i++ {
+			msg := fmt.Sprintf(`{"type":"message","text":"m%d"}`, i)
+			if sender.conn.Write(writeCtx, websocket.MessageText, []byte(msg)) != nil {
+				return
+			}
+		}
+	}()
+	type outcome struct {
+		seqs    []float64
+		refused int
+		err     error
+	}
+	collect := func(c *testClient, done chan<- outcome) {
+		var o outcome
+		for {
+			_, data, err := c.readMessage()
+			if err != nil {
+				o.err = err
+				done <- o
+				return
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var ev map[string]any
+				json.Unmarshal([]byte(line), &ev)
+				switch {
+				case ev["type"] == "message":
+					o.seqs = append(o.seqs, ev["seq"].(float64))
+				case ev["type"] == "error" && ev["code"] == "unavailable":
+					o.refused++
+				}
+			}
+		}
+	}
+	senderDone, readerDone := make(chan outcome, 1), make(chan outcome, 1)
+	go collect(sender, senderDone)
+	go collect(reader, readerDone)
+	time.Sleep(300 * time.Millisecond) // let traffic flow before the signal
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	got, want := <-readerDone, <-senderDone
+	stopWriting()
+	for _, o := range []outcome{got, want} {
+		if websocket.CloseStatus(o.err) != websocket.StatusGoingAway {
+			t.Fatalf("a client ended with %v, want 1001", o.err)
+		}
+	}
+	if len(want.seqs) == 0 || fmt.Sprint(got.seqs) != fmt.Sprint(want.seqs) {
+		t.Fatalf("the reader saw %d messages, the sender's echoes %d: they must be the same", len(got.seqs), len(want.seqs))
+	}
+	t.Logf("%d messages delivered to both, %d refused during shutdown", len(want.seqs), want.refused)
+	p.waitExit(t)
+}
+
+func (p *process) waitExit(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("exit: %v\n%s", p.err, p.log())
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("server still running after shutdown: %s", p.log())
+	}
+}
+
+func (p *process) request(t *testing.T, method, path, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(data))
+}
+
+// metric reads one unlabelled metric of the running binary.
+func (p *process) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	_, body := p.request(t, "GET", "/metrics", "")
+	for _, line := range strings.Split(body, "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			fmt.Sscan(value, &v)
+			return v
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func dialProcessJSON(t *testing.T, p *process, uid string) *testClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws", &websocket.DialOptions{
+		HTTPHeader:   http.Header{"uid": {uid}},
+		Subprotocols: []string{jsonSubprotocol},
+		HTTPClient:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	c := &testClient{t: t, conn: conn}
+	if ev := c.readJSON(); ev["type"] != "welcome" {
+		t.Fatalf("first event %v", ev)
+	}
+	return c
 }
 
 // A bad option stops the binary with exit code 2 and one line naming it.
@@ -193,7 +312,11 @@ func TestBadOptionsExit(t *testing.T) {
 		{nil, "SWITCHBOARD_MAX_CONNS=many", "-max-conns"},
 		{nil, "SWITCHBOARD_PONG_TIMEOUT=1x", "-pong-timeout"},
 		{nil, "LOG_LEVEL=loud", "LOG_LEVEL"},
-		{[]string{"-addr", "256.0.0.1:99999"}, "", "listen"},
+		{[]string{"-addr", "nonsense"}, "", "-addr"},
+		{[]string{"-addr", "256.0.0.1:99999"}, "", "-addr"},
+		{[]string{"-rate", "NaN"}, "", "-rate"},
+		{[]string{"-max-message-bytes", "9223372036854775807"}, "", "-max-message-bytes"},
+		{[]string{"-allowed-origins", "ok.example.com,["}, "", "-allowed-origins"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)

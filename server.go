@@ -23,6 +23,11 @@ type WebSocketServer struct {
 	byUID        map[string]map[*UserSession]struct{} // every session of a uid, any room
 	sessionCount int
 
+	// closing is set by BeginShutdown: from then on the hub accepts no new
+	// traffic, so what sessions flush on their way out is everything it
+	// ever accepted for them.
+	closing bool
+
 	metrics    *metrics
 	queueBytes atomic.Int64 // shared by all outbound queues
 	now        func() time.Time
@@ -36,8 +41,12 @@ type room struct {
 	seq      uint64         // last seq handed out to a message or publish
 }
 
-// errHubStopped is returned to callers whose command came after the hub ended.
-var errHubStopped = errors.New("hub stopped")
+var (
+	// errHubStopped is returned to callers whose command came after the hub ended.
+	errHubStopped = errors.New("hub stopped")
+	// errShuttingDown refuses new traffic once shutdown has begun.
+	errShuttingDown = errors.New("server shutting down")
+)
 
 // command is one request to the hub. apply runs on the hub goroutine and may
 // touch its maps freely; it must not block.
@@ -195,7 +204,9 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	r.uids[s.uid]--
 	if r.uids[s.uid] == 0 {
 		delete(r.uids, s.uid)
-		h.deliver(r.sessions, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
+		if !h.closing { // at shutdown everyone leaves; nobody needs telling
+			h.deliver(r.sessions, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
+		}
 	}
 	if len(r.sessions) == 0 {
 		delete(h.rooms, r.name)
@@ -211,8 +222,8 @@ type UserMessage struct {
 
 func (c UserMessage) apply(h *WebSocketServer) {
 	r := h.rooms[c.Session.room]
-	if r == nil {
-		return // the session has already left
+	if r == nil || h.refuse(c.Session) {
+		return
 	}
 	r.seq++
 	h.deliver(r.sessions, &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}, nil)
@@ -226,7 +237,7 @@ type BinaryMessage struct {
 
 func (c BinaryMessage) apply(h *WebSocketServer) {
 	r := h.rooms[c.Session.room]
-	if r == nil {
+	if r == nil || h.refuse(c.Session) {
 		return
 	}
 	frame := outboundFrame{data: c.Data, binary: true}
@@ -248,6 +259,9 @@ type DirectMessage struct {
 }
 
 func (c DirectMessage) apply(h *WebSocketServer) {
+	if h.refuse(c.From) {
+		return
+	}
 	targets := h.byUID[c.To]
 	if len(targets) == 0 {
 		h.send(c.From, newErrorEvent(notOnline(c.To)))
@@ -272,23 +286,34 @@ func (c WhoQuery) apply(h *WebSocketServer) {
 }
 
 // Publish is a message from the HTTP API to a room. Exactly one of Text and
-// Data is set. Reply receives the number of sessions it was queued to.
+// Data is set.
 type Publish struct {
 	Room  string
 	Text  string
 	Data  json.RawMessage
-	Reply chan int
+	Reply chan PublishResult
+}
+
+// PublishResult says how many sessions a publish was queued to, or why it
+// was refused.
+type PublishResult struct {
+	Recipients int
+	Err        error
 }
 
 func (c Publish) apply(h *WebSocketServer) {
+	if h.closing {
+		c.Reply <- PublishResult{Err: errShuttingDown}
+		return
+	}
 	r := h.rooms[c.Room]
 	if r == nil {
-		c.Reply <- 0
+		c.Reply <- PublishResult{}
 		return
 	}
 	r.seq++
 	ev := &publishEvent{Type: "publish", Room: r.name, Text: c.Text, Data: c.Data, Seq: r.seq, TS: h.timestamp()}
-	c.Reply <- h.deliver(r.sessions, ev, nil)
+	c.Reply <- PublishResult{Recipients: h.deliver(r.sessions, ev, nil)}
 }
 
 // RoomSummary is one row of GET /api/rooms.
@@ -323,6 +348,33 @@ func (c RoomPresence) apply(h *WebSocketServer) {
 		return
 	}
 	c.Reply <- []string{}
+}
+
+// RequestError answers a session's mistake. It goes through the hub like
+// every other answer, so answers reach the client in the order it asked.
+type RequestError struct {
+	Session *UserSession
+	Err     *requestError
+}
+
+func (c RequestError) apply(h *WebSocketServer) { h.send(c.Session, newErrorEvent(c.Err)) }
+
+// BeginShutdown puts the hub in closing mode and answers once it is in it:
+// every event it accepted before is in the sessions' queues by then.
+type BeginShutdown struct{ Reply chan struct{} }
+
+func (c BeginShutdown) apply(h *WebSocketServer) {
+	h.closing = true
+	c.Reply <- struct{}{}
+}
+
+// refuse tells a session that its message was not accepted because the
+// server is shutting down, and reports whether it did.
+func (h *WebSocketServer) refuse(s *UserSession) bool {
+	if h.closing {
+		h.send(s, newErrorEvent(&requestError{codeUnavailable, errShuttingDown.Error() + ", message not sent"}))
+	}
+	return h.closing
 }
 
 // HealthPing proves the hub loop is turning.

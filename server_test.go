@@ -244,3 +244,43 @@ func TestRateLimit(t *testing.T) {
 	// The burst got through; the rest did not, and the sender is gone.
 	watcher.expect("[UID: 1]: spam", "[UID: 1]: spam", "[server]: UID 1 left lobby")
 }
+
+// Once shutdown has begun the hub takes no new traffic and says so, in each
+// mode and over HTTP, instead of accepting what it could not deliver.
+func TestClosingHubRefusesTraffic(t *testing.T) {
+	ts := startServer(t, nil)
+	text := ts.connect("1", "lobby")
+	js, _ := ts.connectJSON("2", "lobby")
+	text.expect("[server]: UID 2 joined lobby")
+	reply := make(chan struct{}, 1)
+	if _, err := ask(t.Context(), ts.sb.hub, BeginShutdown{Reply: reply}, reply); err != nil {
+		t.Fatal(err)
+	}
+	text.send("late")
+	text.expect("[server]: error: server shutting down, message not sent")
+	js.sendJSON(map[string]any{"type": "direct", "to": "1", "text": "late"})
+	wantFields(t, js.readJSON(), map[string]any{"type": "error", "code": "unavailable", "message": "server shutting down, message not sent"})
+	status, body := ts.request("POST", "/api/rooms/lobby/messages", `{"text":"late"}`, nil)
+	if status != 503 || body != `{"error":"server shutting down"}` {
+		t.Fatalf("publish while closing = %d %s", status, body)
+	}
+}
+
+// Answers come in the order the client asked, errors included.
+func TestAnswersKeepRequestOrder(t *testing.T) {
+	ts := startServer(t, nil)
+	text := ts.connect("1", "lobby")
+	for i := 0; i < 20; i++ {
+		text.send("/who\n/foo\n/dm 9 x\nhi")
+		text.expect("[server]: online in lobby: 1", "[server]: error: unknown command /foo",
+			"[server]: error: UID 9 is not online", "[UID: 1]: hi")
+	}
+	js, _ := ts.connectJSON("2", "lobby")
+	text.expect("[server]: UID 2 joined lobby")
+	for i := 0; i < 20; i++ {
+		js.sendJSON(map[string]any{"type": "direct", "to": "9", "text": "x"})
+		js.send("garbage")
+		wantFields(t, js.readJSON(), map[string]any{"code": "not_online"})
+		wantFields(t, js.readJSON(), map[string]any{"code": "bad_request"})
+	}
+}

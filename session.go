@@ -235,12 +235,10 @@ func (s *UserSession) handle(ctx context.Context, in inbound) (closeStatus, bool
 	return status, end
 }
 
-// dispatch turns a parsed request into a hub command, or answers a mistake
-// directly: a client's error concerns only itself.
+// dispatch turns a parsed request, or the mistake in it, into a hub command.
 func (s *UserSession) dispatch(ctx context.Context, req clientRequest, reqErr *requestError) (closeStatus, bool) {
 	if reqErr != nil {
-		s.queue.push(outboundFrame{data: encodeEvent(newErrorEvent(reqErr), s.mode)})
-		return closeStatus{}, false
+		return s.submit(ctx, RequestError{Session: s, Err: reqErr})
 	}
 	switch req.kind {
 	case requestMessage:
