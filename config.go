@@ -27,6 +27,7 @@ type Config struct {
 	APIKey          string
 	AllowedOrigins  []string
 	ShutdownTimeout time.Duration
+	PprofAddr       string // empty = no profiler
 	LogLevel        slog.Level
 }
 
@@ -73,6 +74,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "bearer key for /api/*; empty = /api/* only from loopback peers")
 	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
+	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -145,6 +147,11 @@ func validateConfig(cfg Config) error {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return fmt.Errorf("invalid value %q for flag -addr: %v", cfg.Addr, err)
+	}
+	if cfg.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.PprofAddr); err != nil {
+			return fmt.Errorf("invalid value %q for flag -pprof: %v", cfg.PprofAddr, err)
+		}
 	}
 	for _, pattern := range cfg.AllowedOrigins {
 		if _, err := path.Match(pattern, ""); err != nil {

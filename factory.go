@@ -42,17 +42,24 @@ func NewSessionFactory(hub *WebSocketServer, cfg Config, m *metrics, log *slog.L
 	}
 }
 
-// ServeHTTP admits, upgrades and runs one session; it returns when the
-// session ends.
+// ServeHTTP admits and upgrades one connection and starts its session. It
+// returns as soon as the session runs: the session's own goroutine starts
+// with a small stack, while the handler's has grown through net/http, and an
+// idle connection's memory is mostly goroutine stacks.
 func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if refusal := f.enter(); refusal != "" {
 		writeJSONError(w, http.StatusServiceUnavailable, refusal)
 		return
 	}
-	defer f.leave()
+	started := false
+	defer func() {
+		if !started {
+			f.leave()
+		}
+	}()
 
 	uid, room, problem := identify(r)
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBufferWriter{w}, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{jsonSubprotocol},
 		OriginPatterns: f.cfg.AllowedOrigins,
 	})
@@ -66,8 +73,12 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := f.newSession(conn, uid, room)
-	s.log.Debug("session started")
-	s.Run(f.shutdown)
+	s.logger().Debug("session started")
+	started = true
+	go func() {
+		defer f.leave()
+		s.Run(f.shutdown)
+	}()
 }
 
 // identify reads who is connecting to which room. problem is the close
@@ -121,7 +132,7 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, uid, room string) *Use
 			rate:            f.cfg.Rate,
 		},
 		metrics: f.metrics,
-		log:     f.log.With("uid", uid, "room", room, "session", id, "mode", mode.String()),
+		baseLog: f.log,
 	}
 	if f.cfg.Rate > 0 {
 		burst := int(2*f.cfg.Rate + 0.5)

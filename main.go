@@ -34,6 +34,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "switchboard: cannot listen on -addr %s: %v\n", cfg.Addr, err)
 		os.Exit(1)
 	}
+	if files, err := raiseFileLimit(); err != nil {
+		log.Warn("open-file limit", "err", err)
+	} else {
+		// A few descriptors go to the listener, logs and the runtime.
+		log.Info("connection ceiling", "open_files", files, "max_conns", min(int64(files)-64, cfg.MaxConns))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newSwitchboard(cfg, log).serve(ctx, ln); err != nil {
@@ -79,6 +85,9 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 	defer stopHub()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sb.hub.Run(hubCtx) })
+	if sb.cfg.PprofAddr != "" {
+		g.Go(func() error { return servePprof(gctx, sb.cfg.PprofAddr, sb.log) })
+	}
 	g.Go(func() error {
 		sb.log.Info("switchboard listening", "addr", ln.Addr().String())
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -315,6 +315,7 @@ func TestBadOptionsExit(t *testing.T) {
 		{[]string{"-addr", "nonsense"}, "", "-addr"},
 		{[]string{"-addr", "256.0.0.1:99999"}, "", "-addr"},
 		{[]string{"-rate", "NaN"}, "", "-rate"},
+		{[]string{"-pprof", "6060"}, "", "-pprof"},
 		{[]string{"-max-message-bytes", "9223372036854775807"}, "", "-max-message-bytes"},
 		{[]string{"-allowed-origins", "ok.example.com,["}, "", "-allowed-origins"},
 	}

@@ -20,7 +20,7 @@ type WebSocketServer struct {
 	done     chan struct{} // closed when Run returns
 
 	rooms        map[string]*room
-	byUID        map[string]map[*UserSession]struct{} // every session of a uid, any room
+	byUID        map[string][]*UserSession // every session of a uid, any room; usually one
 	sessionCount int
 
 	// closing is set by BeginShutdown: from then on the hub accepts no new
@@ -36,7 +36,7 @@ type WebSocketServer struct {
 // room is the hub's view of one room.
 type room struct {
 	name     string
-	sessions map[*UserSession]struct{}
+	members  []*UserSession // a slice, not a map: broadcasts walk it for every event
 	uids     map[string]int // sessions per uid, for join/leave and presence
 	seq      uint64         // last seq handed out to a message or publish
 }
@@ -60,7 +60,7 @@ func NewWebSocketServer(m *metrics) *WebSocketServer {
 		commands: make(chan command, 1024),
 		done:     make(chan struct{}),
 		rooms:    make(map[string]*room),
-		byUID:    make(map[string]map[*UserSession]struct{}),
+		byUID:    make(map[string][]*UserSession),
 		metrics:  m,
 		now:      time.Now,
 	}
@@ -124,10 +124,10 @@ func (h *WebSocketServer) send(s *UserSession, ev serverEvent) {
 
 // deliver queues ev to every session in sessions except skip, encoding it
 // at most once per mode, and returns how many sessions accepted it.
-func (h *WebSocketServer) deliver(sessions map[*UserSession]struct{}, ev serverEvent, skip *UserSession) int {
+func (h *WebSocketServer) deliver(sessions []*UserSession, ev serverEvent, skip *UserSession) int {
 	var encoded [modeCount][]byte
 	delivered := 0
-	for s := range sessions {
+	for _, s := range sessions {
 		if s == skip {
 			continue
 		}
@@ -140,6 +140,26 @@ func (h *WebSocketServer) deliver(sessions map[*UserSession]struct{}, ev serverE
 	}
 	h.metrics.delivered.Add(float64(delivered))
 	return delivered
+}
+
+func (r *room) add(s *UserSession) {
+	s.memberIndex = len(r.members)
+	r.members = append(r.members, s)
+}
+
+// remove takes s out of the room by moving the last member into its place,
+// and reports whether s was there.
+func (r *room) remove(s *UserSession) bool {
+	i := s.memberIndex
+	if i >= len(r.members) || r.members[i] != s {
+		return false
+	}
+	last := len(r.members) - 1
+	r.members[i] = r.members[last]
+	r.members[i].memberIndex = i
+	r.members[last] = nil
+	r.members = r.members[:last]
+	return true
 }
 
 func (r *room) online() []string {
@@ -164,21 +184,18 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	s := c.Session
 	r := h.rooms[s.room]
 	if r == nil {
-		r = &room{name: s.room, sessions: map[*UserSession]struct{}{}, uids: map[string]int{}}
+		r = &room{name: s.room, uids: map[string]int{}}
 		h.rooms[s.room] = r
 	}
-	r.sessions[s] = struct{}{}
+	r.add(s)
 	r.uids[s.uid]++
-	if h.byUID[s.uid] == nil {
-		h.byUID[s.uid] = map[*UserSession]struct{}{}
-	}
-	h.byUID[s.uid][s] = struct{}{}
+	h.byUID[s.uid] = append(h.byUID[s.uid], s)
 	h.sessionCount++
 	h.updateGauges()
 
 	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: r.online()})
 	if r.uids[s.uid] == 1 {
-		h.deliver(r.sessions, &presenceChange{Type: "joined", UID: s.uid, Room: r.name}, s)
+		h.deliver(r.members, &presenceChange{Type: "joined", UID: s.uid, Room: r.name}, s)
 	}
 }
 
@@ -192,12 +209,12 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	if r == nil {
 		return
 	}
-	if _, ok := r.sessions[s]; !ok {
+	if !r.remove(s) {
 		return
 	}
-	delete(r.sessions, s)
-	delete(h.byUID[s.uid], s)
-	if len(h.byUID[s.uid]) == 0 {
+	if others := slices.DeleteFunc(h.byUID[s.uid], func(o *UserSession) bool { return o == s }); len(others) > 0 {
+		h.byUID[s.uid] = others
+	} else {
 		delete(h.byUID, s.uid)
 	}
 	h.sessionCount--
@@ -205,10 +222,10 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	if r.uids[s.uid] == 0 {
 		delete(r.uids, s.uid)
 		if !h.closing { // at shutdown everyone leaves; nobody needs telling
-			h.deliver(r.sessions, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
+			h.deliver(r.members, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
 		}
 	}
-	if len(r.sessions) == 0 {
+	if len(r.members) == 0 {
 		delete(h.rooms, r.name)
 	}
 	h.updateGauges()
@@ -226,7 +243,7 @@ func (c UserMessage) apply(h *WebSocketServer) {
 		return
 	}
 	r.seq++
-	h.deliver(r.sessions, &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}, nil)
+	h.deliver(r.members, &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}, nil)
 }
 
 // BinaryMessage is relayed unchanged to the sender's room.
@@ -242,7 +259,7 @@ func (c BinaryMessage) apply(h *WebSocketServer) {
 	}
 	frame := outboundFrame{data: c.Data, binary: true}
 	delivered := 0
-	for s := range r.sessions {
+	for _, s := range r.members {
 		if s.queue.push(frame) {
 			delivered++
 		}
@@ -313,7 +330,7 @@ func (c Publish) apply(h *WebSocketServer) {
 	}
 	r.seq++
 	ev := &publishEvent{Type: "publish", Room: r.name, Text: c.Text, Data: c.Data, Seq: r.seq, TS: h.timestamp()}
-	c.Reply <- PublishResult{Recipients: h.deliver(r.sessions, ev, nil)}
+	c.Reply <- PublishResult{Recipients: h.deliver(r.members, ev, nil)}
 }
 
 // RoomSummary is one row of GET /api/rooms.
@@ -329,7 +346,7 @@ type ListRooms struct{ Reply chan []RoomSummary }
 func (c ListRooms) apply(h *WebSocketServer) {
 	list := make([]RoomSummary, 0, len(h.rooms))
 	for _, r := range h.rooms {
-		list = append(list, RoomSummary{Room: r.name, Users: len(r.uids), Sessions: len(r.sessions)})
+		list = append(list, RoomSummary{Room: r.name, Users: len(r.uids), Sessions: len(r.members)})
 	}
 	slices.SortFunc(list, func(a, b RoomSummary) int { return strings.Compare(a.Room, b.Room) })
 	c.Reply <- list

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -282,5 +287,49 @@ func TestAnswersKeepRequestOrder(t *testing.T) {
 		js.send("garbage")
 		wantFields(t, js.readJSON(), map[string]any{"code": "not_online"})
 		wantFields(t, js.readJSON(), map[string]any{"code": "bad_request"})
+	}
+}
+
+// A client may send its first frame right behind the upgrade request, in
+// the same TCP write. Those bytes arrive before the server swaps in its own
+// connection buffers (buffers.go) and must not be lost.
+func TestFrameSentWithTheUpgradeIsKept(t *testing.T) {
+	ts := startServer(t, nil)
+	conn, err := net.Dial("tcp", ts.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	request := "GET /ws/early HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nuid: early\r\n\r\n"
+	payload := []byte("first words")
+	mask := []byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(payload))}, mask...) // FIN + text, masked
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	if _, err := conn.Write(append([]byte(request), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(waitTimeout))
+	reader := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(reader, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	var got []string
+	for len(got) < 2 {
+		header := make([]byte, 2)
+		if _, err := io.ReadFull(reader, header); err != nil {
+			t.Fatalf("read frame after %q: %v", got, err)
+		}
+		body := make([]byte, header[1]&0x7f) // short, unmasked server frames
+		if _, err := io.ReadFull(reader, body); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strings.Split(string(body), "\n")...)
+	}
+	if got[0] != "[server]: welcome UID early, room early" || got[1] != "[UID: early]: first words" {
+		t.Fatalf("got %q", got)
 	}
 }

@@ -43,9 +43,11 @@ type UserSession struct {
 	limits  sessionLimits
 	limiter *rate.Limiter // nil when unlimited
 	metrics *metrics
-	log     *slog.Logger
+	baseLog *slog.Logger // the server's; see logger
 
 	goroutines sync.WaitGroup // the reader and any heartbeat in flight
+
+	memberIndex int // position in its room's members; the hub's alone to touch
 }
 
 // inbound is one read from the client: a message or the error that ended
@@ -96,7 +98,13 @@ func (s *UserSession) Run(shutdown context.Context) {
 	s.close(status)
 	stopReading()
 	s.goroutines.Wait()
-	s.log.Debug("session ended", "reason", status.reason, "code", int(status.code))
+	s.logger().Debug("session ended", "reason", status.reason, "code", int(status.code))
+}
+
+// logger tags the server's logger with the session's identity. It is built
+// per log call, which is rare, rather than held by every idle session.
+func (s *UserSession) logger() *slog.Logger {
+	return s.baseLog.With("uid", s.uid, "room", s.room, "session", s.id, "mode", s.mode.String())
 }
 
 func (s *UserSession) close(status closeStatus) {
@@ -176,7 +184,7 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 			pinging = false
 			if err != nil {
 				s.metrics.closes.WithLabelValues("heartbeat").Inc()
-				s.log.Info("no pong, dropping connection", "err", err)
+				s.logger().Info("no pong, dropping connection", "err", err)
 				return closeDrop
 			}
 		case <-shutdown.Done():
@@ -201,7 +209,7 @@ func (s *UserSession) readFailed(err error) closeStatus {
 		return closeTooBig
 	}
 	if websocket.CloseStatus(err) == -1 {
-		s.log.Debug("read failed", "err", err)
+		s.logger().Debug("read failed", "err", err)
 	}
 	return closeDrop // the peer closed or vanished; the library answered its close frame
 }
@@ -268,7 +276,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 	batch, overflowed := s.queue.drain(batch[:0])
 	if overflowed {
 		s.metrics.closes.WithLabelValues("slow_consumer").Inc()
-		s.log.Info("slow consumer, closing")
+		s.logger().Info("slow consumer, closing")
 		return batch[:0], closeSlowConsumer, true
 	}
 	for start := 0; start < len(batch); {
@@ -279,7 +287,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 			}
 		}
 		if err := s.write(batch[start:end]); err != nil {
-			s.log.Debug("write failed", "err", err)
+			s.logger().Debug("write failed", "err", err)
 			clear(batch)
 			return batch[:0], closeDrop, true
 		}
