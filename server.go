@@ -35,10 +35,10 @@ type WebSocketServer struct {
 
 // room is the hub's view of one room.
 type room struct {
-	name     string
-	members  []*UserSession // a slice, not a map: broadcasts walk it for every event
-	uids     map[string]int // sessions per uid, for join/leave and presence
-	seq      uint64         // last seq handed out to a message or publish
+	name    string
+	members []*UserSession // a slice, not a map: broadcasts walk it for every event
+	uids    map[string]int // sessions per uid, for join/leave and presence
+	seq     uint64         // last seq handed out to a message or publish
 }
 
 var (
