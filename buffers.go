@@ -15,7 +15,7 @@ import (
 // larger message or batch simply takes more than one system call.
 const (
 	connReadBufferSize  = 1024
-	connWriteBufferSize = 2048
+	connWriteBufferSize = 1024
 )
 
 // smallBufferWriter is the ResponseWriter handed to websocket.Accept so that

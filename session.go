@@ -85,10 +85,12 @@ func (s *UserSession) Run(shutdown context.Context) {
 		s.close(closeShutdown)
 		return
 	}
-	readCtx, stopReading := context.WithCancel(context.Background())
+	// The reader needs no context of its own: closing the connection ends
+	// its read, and stopReading ends its wait to hand a message over.
+	stopReading := make(chan struct{})
 	incoming := make(chan inbound)
 	s.goroutines.Add(1)
-	go s.readLoop(readCtx, incoming)
+	go s.readLoop(stopReading, incoming)
 
 	status := s.loop(shutdown, incoming)
 
@@ -96,7 +98,7 @@ func (s *UserSession) Run(shutdown context.Context) {
 	_ = s.hub.submit(context.Background(), UserDisconnect{Session: s})
 	s.queue.discard()
 	s.close(status)
-	stopReading()
+	close(stopReading)
 	s.goroutines.Wait()
 	s.logger().Debug("session ended", "reason", status.reason, "code", int(status.code))
 }
@@ -115,16 +117,16 @@ func (s *UserSession) close(status closeStatus) {
 	_ = s.conn.Close(status.code, status.reason)
 }
 
-// readLoop reads client messages until the connection fails or ctx ends. It
-// is the only reader of the connection, which also answers the client's
-// pings and delivers its pongs.
-func (s *UserSession) readLoop(ctx context.Context, out chan<- inbound) {
+// readLoop reads client messages until the connection fails or stop is
+// closed. It is the only reader of the connection, which also answers the
+// client's pings and delivers its pongs.
+func (s *UserSession) readLoop(stop <-chan struct{}, out chan<- inbound) {
 	defer s.goroutines.Done()
 	for {
-		kind, data, err := s.read(ctx)
+		kind, data, err := s.read(context.Background())
 		select {
 		case out <- inbound{kind: kind, data: data, err: err}:
-		case <-ctx.Done():
+		case <-stop:
 			return
 		}
 		if err != nil {
@@ -154,7 +156,7 @@ func (s *UserSession) read(ctx context.Context) (websocket.MessageType, []byte, 
 func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) closeStatus {
 	heartbeat := time.NewTicker(s.limits.pingInterval)
 	defer heartbeat.Stop()
-	pongs := make(chan error, 1)
+	var pongs chan error // made at the first ping: idle sessions are many
 	pinging := false
 	var batch []outboundFrame
 
@@ -177,6 +179,9 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 		case <-heartbeat.C:
 			if !pinging {
 				pinging = true
+				if pongs == nil {
+					pongs = make(chan error, 1)
+				}
 				s.goroutines.Add(1)
 				go s.ping(pongs)
 			}
