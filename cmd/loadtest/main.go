@@ -1,0 +1,327 @@
+// Command loadtest is a load generator for WebSocket chat servers:
+// switchboard (text and JSON mode) and, for comparison, the
+// gorilla/websocket chat example. It measures idle connection cost
+// (idle), broadcast throughput and latency (fanout), and the highest
+// sustainable rate (ladder), prints one JSON line per run, and turns
+// collected JSON lines into a markdown report with a chart (report).
+//
+// Targets must be on the loopback network: this tool is for benchmarking
+// servers on the same machine.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// Record is the JSON line printed at the end of a run: where and what was
+// run, with every parameter and measure in the scenario's result.
+type Record struct {
+	Tool            string        `json:"tool"`
+	Time            string        `json:"time"`
+	Target          string        `json:"target"`
+	Scenario        string        `json:"scenario"`
+	URL             string        `json:"url"`
+	Room            string        `json:"room,omitempty"`
+	Sources         int           `json:"sources"`
+	DialConcurrency int           `json:"dial_concurrency"`
+	PID             int           `json:"pid,omitempty"`
+	Idle            *IdleResult   `json:"idle,omitempty"`
+	Fanout          *FanoutResult `json:"fanout,omitempty"`
+	Ladder          *LadderResult `json:"ladder,omitempty"`
+}
+
+// options is the parsed and validated command line.
+type options struct {
+	target       Target
+	baseURL      string
+	room         string
+	scenario     string
+	pid          int
+	sources      int
+	dialConc     int
+	quiet        bool
+	md           string
+	idle         idleConfig
+	fanout       fanoutConfig
+	rates        []int
+	stepDuration time.Duration
+	// Worker mode (hidden): this process is a child of an idle run.
+	workerIdle   bool
+	workerOffset int
+}
+
+// run is main without os.Exit, so tests can call it.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "report" {
+		return runReportCommand(args[1:], stderr)
+	}
+	opts, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return 2
+	}
+	if err := raiseFileLimit(); err != nil {
+		fmt.Fprintln(stderr, "loadtest: warning:", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	env := opts.env()
+	if opts.workerIdle {
+		err := runIdleWorker(ctx, env, opts.idle.Conns, opts.workerOffset, opts.idle.UIDs, stdin, stdout)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadtest worker:", err)
+			return 1
+		}
+		return 0
+	}
+	rec, err := runScenario(ctx, env, opts)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return 1
+	}
+	line, err := json.Marshal(rec)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest: encode result:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, string(line))
+	if opts.md != "" {
+		if err := appendRunMarkdown(opts.md, rec); err != nil {
+			fmt.Fprintln(stderr, "loadtest:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// env builds the connection environment the scenarios share.
+func (o *options) env() *runEnv {
+	e := &runEnv{
+		target:   o.target,
+		url:      o.target.URL(o.baseURL, o.room),
+		sources:  sourceClients(o.sources),
+		probe:    serverProbe{pid: o.pid},
+		dialConc: o.dialConc,
+	}
+	if !o.quiet && !o.workerIdle {
+		e.progress = newProgressSink(os.Stderr)
+	}
+	return e
+}
+
+// runScenario runs the chosen scenario and wraps its result in a Record.
+func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) {
+	rec := &Record{
+		Tool:            "switchboard-loadtest",
+		Time:            time.Now().UTC().Format(time.RFC3339),
+		Target:          o.target.Name(),
+		Scenario:        o.scenario,
+		URL:             env.url,
+		Sources:         o.sources,
+		DialConcurrency: o.dialConc,
+		PID:             o.pid,
+	}
+	if o.target.Name() != "gorilla" {
+		rec.Room = o.room
+	}
+	var err error
+	switch o.scenario {
+	case "idle":
+		rec.Idle, err = runIdle(ctx, env, o.idle)
+	case "fanout":
+		rec.Fanout, err = runFanout(ctx, env, o.fanout)
+	case "ladder":
+		rec.Ladder, err = runLadder(ctx, env, o.fanout, o.rates, o.stepDuration)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s against %s: %w", o.scenario, env.url, err)
+	}
+	return rec, nil
+}
+
+// hiddenFlags are internal to the parent/child protocol of -procs.
+var hiddenFlags = map[string]bool{idleWorkerFlag: true, "worker-offset": true}
+
+// parseFlags reads the command line. Any bad value comes back as one error
+// line naming the flag.
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // we print our own one-line errors
+	var targetName, rates string
+	fs.StringVar(&targetName, "target", "switchboard-text", "server adapter: "+strings.Join(targetNames(), "|"))
+	fs.StringVar(&o.baseURL, "url", "ws://127.0.0.1:5000/ws", "WebSocket endpoint (loopback only); switchboard targets append /{room}")
+	fs.StringVar(&o.room, "room", "bench", "switchboard room")
+	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder")
+	fs.IntVar(&o.pid, "pid", 0, "server pid, for its CPU seconds and RSS (optional)")
+	fs.IntVar(&o.sources, "sources", 1, "spread connections over source addresses 127.0.0.1..127.0.0.N")
+	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "handshakes in flight at most")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&o.md, "md", "", "append a markdown section for this run to this file")
+	fs.IntVar(&o.idle.Conns, "conns", 1000, "idle: connections to open")
+	fs.DurationVar(&o.idle.Hold, "hold", 5*time.Second, "idle: how long to hold them")
+	fs.IntVar(&o.idle.Procs, "procs", 1, "idle: child processes to spread connections over (~20,000 fds each)")
+	fs.StringVar(&o.idle.UIDs, "idle-uids", "shared", "idle: shared (one uid, many sessions) or unique uids")
+	fs.IntVar(&o.fanout.Receivers, "receivers", 500, "fanout/ladder: receive-only connections")
+	fs.IntVar(&o.fanout.Senders, "senders", 5, "fanout/ladder: sending connections (they receive too)")
+	fs.IntVar(&o.fanout.Rate, "rate", 100, "fanout: messages per second per sender")
+	fs.DurationVar(&o.fanout.Duration, "duration", 10*time.Second, "fanout: sending time")
+	fs.DurationVar(&o.fanout.Drain, "drain", 2*time.Second, "fanout/ladder: wait for late deliveries after sending")
+	fs.IntVar(&o.fanout.Payload, "payload", 128, "fanout/ladder: payload bytes per message")
+	fs.StringVar(&rates, "rates", "100,200,400,800", "ladder: rising per-sender rates, comma-separated")
+	fs.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "ladder: sending time per step")
+	fs.BoolVar(&o.workerIdle, idleWorkerFlag, false, "internal: idle worker child")
+	fs.IntVar(&o.workerOffset, "worker-offset", 0, "internal: number of the worker's first connection")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, stderr)
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags only, or the report subcommand)", fs.Arg(0))
+	}
+	var ok bool
+	if o.target, ok = targets[targetName]; !ok {
+		return nil, fmt.Errorf("invalid value %q for flag -target: want one of %s", targetName, strings.Join(targetNames(), ", "))
+	}
+	var err error
+	if o.rates, err = parseRates(rates); err != nil {
+		return nil, fmt.Errorf("invalid value %q for flag -rates: %w", rates, err)
+	}
+	o.idle.WorkerArgs = []string{"-target", targetName, "-url", o.baseURL, "-room", o.room,
+		"-sources", strconv.Itoa(o.sources)}
+	return o, validate(o)
+}
+
+// printUsage lists the public flags.
+func printUsage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintln(w, "usage: loadtest [flags]            run a scenario, print one JSON line")
+	fmt.Fprintln(w, "       loadtest report -in results.jsonl -md OUT.md [-png OUT.png]")
+	fs.VisitAll(func(f *flag.Flag) {
+		if hiddenFlags[f.Name] {
+			return
+		}
+		fmt.Fprintf(w, "  -%s (default %q)\n    \t%s\n", f.Name, f.DefValue, f.Usage)
+	})
+}
+
+// parseRates reads "100,200,400" into a strictly rising list.
+func parseRates(s string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive rate", part)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, errors.New("rates must rise")
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// roomPattern is switchboard's rule for room names (PROTOCOL.md).
+var roomPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// validate checks value ranges; each error names its flag.
+func validate(o *options) error {
+	checks := []struct {
+		name string
+		bad  bool
+		want string
+	}{
+		{"scenario", o.scenario != "idle" && o.scenario != "fanout" && o.scenario != "ladder", "idle, fanout or ladder"},
+		{"room", !roomPattern.MatchString(o.room), "1-64 letters, digits, '.', '_' or '-'"},
+		{"sources", o.sources < 1 || o.sources > 254, "1..254"},
+		{"dial-concurrency", o.dialConc < 1, "at least 1"},
+		{"pid", o.pid < 0, "a process id, or 0 for none"},
+		{"conns", o.idle.Conns < 1, "at least 1"},
+		{"hold", o.idle.Hold < 0, "not negative"},
+		{"procs", o.idle.Procs < 1 || o.idle.Procs > 64 || o.idle.Procs > o.idle.Conns, "1..64 and at most -conns"},
+		{"idle-uids", o.idle.UIDs != "shared" && o.idle.UIDs != "unique", "shared or unique"},
+		{"receivers", o.fanout.Receivers < 0, "not negative"},
+		{"senders", o.fanout.Senders < 1, "at least 1"},
+		{"rate", o.fanout.Rate < 1 || o.fanout.Rate > 1_000_000, "1..1000000"},
+		{"duration", o.fanout.Duration <= 0, "positive"},
+		{"drain", o.fanout.Drain < 0, "not negative"},
+		{"payload", o.fanout.Payload < 1 || checkPayloadSize(o.target, o.fanout.Payload) != nil, payloadWant(o.target)},
+		{"step-duration", o.stepDuration <= 0, "positive"},
+		{"worker-offset", o.workerOffset < 0, "not negative"},
+	}
+	for _, c := range checks {
+		if c.bad {
+			f := flagValue(o, c.name)
+			return fmt.Errorf("invalid value %s for flag -%s: want %s", f, c.name, c.want)
+		}
+	}
+	if err := checkLoopback(o.baseURL); err != nil {
+		return fmt.Errorf("invalid value %q for flag -url: %w", o.baseURL, err)
+	}
+	if o.pid > 0 {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.pid)); err != nil {
+			return fmt.Errorf("invalid value %d for flag -pid: no such process", o.pid)
+		}
+	}
+	return nil
+}
+
+func payloadWant(t Target) string {
+	if t.MaxPayload() > 0 {
+		return fmt.Sprintf("1..%d for %s", t.MaxPayload(), t.Name())
+	}
+	return "at least 1"
+}
+
+// flagValue renders the current value of a validated flag for messages.
+func flagValue(o *options, name string) string {
+	values := map[string]any{
+		"scenario": o.scenario, "room": o.room, "sources": o.sources, "dial-concurrency": o.dialConc,
+		"pid": o.pid, "conns": o.idle.Conns, "hold": o.idle.Hold, "procs": o.idle.Procs,
+		"idle-uids": o.idle.UIDs, "receivers": o.fanout.Receivers, "senders": o.fanout.Senders,
+		"rate": o.fanout.Rate, "duration": o.fanout.Duration, "drain": o.fanout.Drain,
+		"payload": o.fanout.Payload, "step-duration": o.stepDuration, "worker-offset": o.workerOffset,
+	}
+	return fmt.Sprintf("%q", fmt.Sprint(values[name]))
+}
+
+// checkLoopback accepts only ws:// URLs whose host is an IPv4 address in
+// 127.0.0.0/8: load is only ever generated against this machine, and our
+// source addresses (127.0.0.x) cannot reach an IPv6 localhost.
+func checkLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "ws" {
+		return errors.New("want a ws:// URL")
+	}
+	ip := net.ParseIP(u.Hostname())
+	if ip == nil || ip.To4() == nil || ip.To4()[0] != 127 {
+		return errors.New("host must be a loopback IPv4 address (127.0.0.0/8)")
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sampleRecords is one idle, fanout and ladder run for two targets.
+func sampleRecords() []Record {
+	var recs []Record
+	for i, target := range []string{"gorilla", "switchboard-text"} {
+		k := float64(i + 1)
+		rss := 20_000 * k
+		cpu := 1.5 * k
+		mem := int64(50 << 20)
+		recs = append(recs,
+			Record{Target: target, Scenario: "idle", Idle: &IdleResult{Conns: 500, Opened: 500,
+				HandshakesPerSec: 4000 * k, RSSPerConnBytes: &rss}},
+			Record{Target: target, Scenario: "fanout", Fanout: &FanoutResult{Connections: 505, Senders: 5,
+				RatePerSender: 100, OfferedPerSec: 252_500, DeliveredPerSec: 250_000 * k,
+				Latency:             LatencySummary{P50Ms: 1, P99Ms: 4 * k, P999Ms: 9, MaxMs: 20},
+				ServerCPUPerMillion: &cpu, ServerRSSBytes: &mem}},
+			Record{Target: target, Scenario: "ladder", Ladder: &LadderResult{
+				Steps: []LadderStep{
+					step(100, 0, 0, 2*k), step(200, 0, 0, 8*k), step(400, int64(10*k), 0, 300),
+				},
+				MaxSustainableRate: 200, MaxSustainableDeliveredPerSec: 100_000 * k}},
+		)
+	}
+	// Offered load on the x axis of the chart.
+	for _, r := range recs {
+		if r.Ladder != nil {
+			for _, s := range r.Ladder.Steps {
+				s.Fanout.OfferedPerSec = float64(s.RatePerSender) * 505
+			}
+		}
+	}
+	return recs
+}
+
+func TestReportCommandWritesMarkdownAndPNG(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "results.jsonl")
+	var buf bytes.Buffer
+	for _, r := range sampleRecords() {
+		line, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.Write(append(line, '\n'))
+	}
+	if err := os.WriteFile(in, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	md, png := filepath.Join(dir, "report.md"), filepath.Join(dir, "chart.png")
+	var stderr bytes.Buffer
+	if code := run([]string{"report", "-in", in, "-md", md, "-png", png}, nil, &stderr, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	raw, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	for _, want := range []string{
+		"## idle", "## fanout", "## ladder",
+		"| gorilla | 500 | 500 | 4000 | 19.5 |", // handshakes/s and RSS/conn KiB
+		"| switchboard-text | 505 | 5 × 100/s |",
+		"**switchboard-text / gorilla**",
+		"| **switchboard-text / gorilla** |  |  | 2.00× | 2.00× |", // idle ratios
+		"400: 300.0, lost 20",
+		"![p99 latency against offered deliveries/s](chart.png)",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q\n%s", want, text)
+		}
+	}
+	img, err := os.ReadFile(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(img) < 1000 || !bytes.HasPrefix(img, []byte("\x89PNG")) {
+		t.Fatalf("chart is %d bytes, not a PNG", len(img))
+	}
+}
+
+func TestReportCommandNeedsFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"report", "-md", "x.md"}, nil, &stderr, &stderr); code != 2 || !strings.Contains(stderr.String(), "-in") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestRunMarkdownAppends(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "runs.md")
+	for _, r := range sampleRecords() {
+		if err := appendRunMarkdown(path, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	if n := strings.Count(text, "\n## "); n < 5 { // 6 sections; the first starts the file
+		t.Fatalf("found %d section headings:\n%s", n, text)
+	}
+	if !strings.Contains(text, "Max sustainable rate: 200 msgs/s per sender") {
+		t.Fatalf("ladder section missing conclusion:\n%s", text)
+	}
+}

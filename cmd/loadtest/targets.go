@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/coder/websocket"
+)
+
+// Target adapts the load generator to one server's wire format. The
+// scenarios only ever talk to a Target, so supporting another chat server
+// means writing one more small adapter and registering it in targets.
+type Target interface {
+	// Name is the -target value and the label used in reports.
+	Name() string
+	// URL turns the -url base and -room into the address to dial.
+	URL(base, room string) string
+	// DialOptions says how a client with this uid connects (headers,
+	// subprotocol). The caller fills in the HTTP client.
+	DialOptions(uid string) *websocket.DialOptions
+	// Encode wraps our payload text into the client message the server
+	// expects.
+	Encode(text []byte) []byte
+	// Extract returns the chat text carried by one received line, or false
+	// for lines that are not room messages (presence, errors, ...).
+	Extract(line []byte) ([]byte, bool)
+	// MaxPayload is the largest payload text the server accepts without
+	// closing the connection, or 0 for "no limit we know of".
+	MaxPayload() int
+}
+
+// targets lists every adapter by its -target name.
+var targets = map[string]Target{
+	"switchboard-text": switchboardText{},
+	"switchboard-json": switchboardJSON{},
+	"gorilla":          gorillaChat{},
+}
+
+// targetNames returns the registered adapter names, sorted, for usage text.
+func targetNames() []string {
+	names := make([]string, 0, len(targets))
+	for n := range targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// switchboardURL appends the room to the /ws path, as PROTOCOL.md
+// (Connecting) expects.
+func switchboardURL(base, room string) string {
+	return strings.TrimRight(base, "/") + "/" + room
+}
+
+// switchboardText speaks switchboard's text mode: every line we send is a
+// room message and comes back as "[UID: <uid>]: <text>".
+type switchboardText struct{}
+
+func (switchboardText) Name() string                 { return "switchboard-text" }
+func (switchboardText) URL(base, room string) string { return switchboardURL(base, room) }
+func (switchboardText) MaxPayload() int              { return 65536 }
+func (switchboardText) Encode(text []byte) []byte    { return text }
+
+func (switchboardText) DialOptions(uid string) *websocket.DialOptions {
+	return &websocket.DialOptions{
+		HTTPHeader:      http.Header{"Uid": []string{uid}},
+		CompressionMode: websocket.CompressionDisabled,
+	}
+}
+
+var (
+	textRoomPrefix = []byte("[UID: ")
+	textRoomSep    = []byte("]: ")
+)
+
+func (switchboardText) Extract(line []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(line, textRoomPrefix)
+	if !ok {
+		return nil, false // server lines, direct messages
+	}
+	_, text, ok := bytes.Cut(rest, textRoomSep)
+	return text, ok
+}
+
+// jsonSubprotocol selects switchboard's JSON mode.
+const jsonSubprotocol = "switchboard.v1.json"
+
+// switchboardJSON speaks switchboard's JSON mode.
+type switchboardJSON struct{}
+
+func (switchboardJSON) Name() string                 { return "switchboard-json" }
+func (switchboardJSON) URL(base, room string) string { return switchboardURL(base, room) }
+func (switchboardJSON) MaxPayload() int              { return 60000 } // room for the JSON envelope
+
+func (switchboardJSON) DialOptions(uid string) *websocket.DialOptions {
+	return &websocket.DialOptions{
+		HTTPHeader:      http.Header{"Uid": []string{uid}},
+		Subprotocols:    []string{jsonSubprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	}
+}
+
+func (switchboardJSON) Encode(text []byte) []byte {
+	// Our payload is plain ASCII without quotes or backslashes (see
+	// encodePayload), so it needs no escaping.
+	out := make([]byte, 0, len(text)+32)
+	out = append(out, `{"type":"message","text":"`...)
+	out = append(out, text...)
+	return append(out, `"}`...)
+}
+
+var (
+	jsonMessagePrefix = []byte(`{"type":"message",`)
+	jsonTextKey       = []byte(`"text":"`)
+)
+
+// Extract has a fast path for the compact form the server writes (type
+// first, no escapes in our text), because a busy receiver parses hundreds
+// of thousands of lines per second; anything else goes through
+// encoding/json so a differently ordered object is still understood.
+func (switchboardJSON) Extract(line []byte) ([]byte, bool) {
+	if bytes.HasPrefix(line, jsonMessagePrefix) {
+		if _, after, ok := bytes.Cut(line, jsonTextKey); ok {
+			if end := bytes.IndexByte(after, '"'); end >= 0 && bytes.IndexByte(after[:end], '\\') < 0 {
+				return after[:end], true
+			}
+		}
+	}
+	if len(line) == 0 || line[0] != '{' {
+		return nil, false
+	}
+	var ev struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(line, &ev); err != nil || ev.Type != "message" {
+		return nil, false
+	}
+	return []byte(ev.Text), true
+}
+
+// gorillaChat speaks the gorilla/websocket chat example: one /ws endpoint,
+// no identity, every text message broadcast verbatim to every client.
+type gorillaChat struct{}
+
+func (gorillaChat) Name() string                    { return "gorilla" }
+func (gorillaChat) URL(base, _ string) string       { return base }
+func (gorillaChat) MaxPayload() int                 { return 512 } // its read limit
+func (gorillaChat) Encode(text []byte) []byte       { return text }
+func (gorillaChat) Extract(l []byte) ([]byte, bool) { return l, true }
+
+func (gorillaChat) DialOptions(string) *websocket.DialOptions {
+	return &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled}
+}
+
+// Stamp is what every load payload carries: who sent it, its per-sender
+// sequence number (from 1; 0 marks warm-up messages) and when it was meant
+// to be sent.
+type Stamp struct {
+	Sender   int
+	Seq      uint64
+	SentNano int64
+}
+
+// payloadMagic starts every payload so foreign chat text is skipped quickly.
+const payloadMagic = "LT"
+
+// encodePayload builds "LT <run> <sender> <seq> <sent-unix-nanos>" padded
+// with '.' to size bytes (never cut: a size below the header is a minimum).
+// The run token keeps messages of another run or ladder step apart; only
+// ASCII letters, digits, spaces and dots are used so no target needs
+// escaping.
+func encodePayload(run string, s Stamp, size int) []byte {
+	buf := make([]byte, 0, max(size, 64))
+	buf = append(buf, payloadMagic...)
+	buf = append(buf, ' ')
+	buf = append(buf, run...)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, int64(s.Sender), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendUint(buf, s.Seq, 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, s.SentNano, 10)
+	if len(buf) < size {
+		buf = append(buf, ' ')
+		for len(buf) < size {
+			buf = append(buf, '.')
+		}
+	}
+	return buf
+}
+
+// decodePayload is the inverse of encodePayload; it reports false for text
+// that is not one of this run's payloads.
+func decodePayload(run string, text []byte) (Stamp, bool) {
+	rest, ok := bytes.CutPrefix(text, []byte(payloadMagic+" "))
+	if !ok {
+		return Stamp{}, false
+	}
+	tok, rest, _ := bytes.Cut(rest, []byte{' '})
+	if string(tok) != run {
+		return Stamp{}, false
+	}
+	var nums [3]uint64
+	for i := range nums {
+		var field []byte
+		field, rest, _ = bytes.Cut(rest, []byte{' '})
+		n, err := strconv.ParseUint(string(field), 10, 64)
+		if err != nil {
+			return Stamp{}, false
+		}
+		nums[i] = n
+	}
+	return Stamp{Sender: int(nums[0]), Seq: nums[1], SentNano: int64(nums[2])}, true
+}
+
+// parseMessage splits one received WebSocket text message into lines (a
+// server may batch several events with "\n") and calls fn for every line
+// that carries one of this run's payloads.
+func parseMessage(t Target, run string, msg []byte, fn func(Stamp)) {
+	for len(msg) > 0 {
+		line, rest, _ := bytes.Cut(msg, []byte{'\n'})
+		msg = rest
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		text, ok := t.Extract(line)
+		if !ok {
+			continue
+		}
+		if s, ok := decodePayload(run, text); ok {
+			fn(s)
+		}
+	}
+}
+
+// checkPayloadSize refuses a payload the target would close us for.
+func checkPayloadSize(t Target, size int) error {
+	if limit := t.MaxPayload(); limit > 0 && size > limit {
+		return fmt.Errorf("%s accepts at most %d bytes per message", t.Name(), limit)
+	}
+	return nil
+}
