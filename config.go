@@ -20,6 +20,7 @@ type Config struct {
 	PingInterval    time.Duration
 	PongTimeout     time.Duration
 	WriteTimeout    time.Duration
+	BatchWindow     time.Duration
 	MaxMessageBytes int64
 	MaxQueueBytes   int64
 	Rate            float64
@@ -38,6 +39,7 @@ func defaultConfig() Config {
 		PingInterval:    20 * time.Second,
 		PongTimeout:     10 * time.Second,
 		WriteTimeout:    10 * time.Second,
+		BatchWindow:     5 * time.Millisecond,
 		MaxMessageBytes: 65536,
 		MaxQueueBytes:   1 << 20,
 		Rate:            50,
@@ -67,6 +69,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "server ping period")
 	fs.DurationVar(&cfg.PongTimeout, "pong-timeout", cfg.PongTimeout, "drop a connection that has not answered a ping by then")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", cfg.WriteTimeout, "drop a connection whose single write takes longer")
+	fs.DurationVar(&cfg.BatchWindow, "batch-window", cfg.BatchWindow, "least time between two writes to one client; events arriving meanwhile go out together in one write (0 = write at once)")
 	fs.Int64Var(&cfg.MaxMessageBytes, "max-message-bytes", cfg.MaxMessageBytes, "largest client message (and HTTP publish body)")
 	fs.Int64Var(&cfg.MaxQueueBytes, "max-queue-bytes", cfg.MaxQueueBytes, "outbound bytes a session may have queued before it is closed as a slow consumer")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "client messages per second per session, burst 2 x rate; 0 = unlimited")
@@ -141,6 +144,9 @@ func validateConfig(cfg Config) error {
 		if b.value > maxByteLimit {
 			return fmt.Errorf("invalid value %d for flag -%s: at most %d (1 GiB)", b.value, b.name, int64(maxByteLimit))
 		}
+	}
+	if cfg.BatchWindow < 0 || cfg.BatchWindow > time.Second {
+		return fmt.Errorf("invalid value %v for flag -batch-window: must be between 0 and 1s", cfg.BatchWindow)
 	}
 	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
 		return fmt.Errorf("invalid value %v for flag -rate: must be zero (unlimited) or a positive number", cfg.Rate)

@@ -217,3 +217,38 @@ func TestHeartbeatDropsHalfOpenClient(t *testing.T) {
 	watcher.send("alive")
 	watcher.expect("[UID: watcher]: alive")
 }
+
+// Events that queue up while a client is busy go out joined into few
+// messages, each small enough for a client with coder/websocket's default
+// 32 KiB read limit.
+func TestBatchesFitDefaultReadLimit(t *testing.T) {
+	const events, size = 300, 1000
+	ts := startServer(t, func(c *Config) { c.BatchWindow = 50 * time.Millisecond })
+	c := ts.connect("reader", "batch")
+	c.conn.SetReadLimit(32768) // the library's default, which dial raised
+	payload := strings.Repeat("y", size)
+	for i := 0; i < events; i++ {
+		status, _ := ts.request("POST", "/api/rooms/batch/messages", fmt.Sprintf(`{"text":"%d %s"}`, i, payload), nil)
+		if status != 200 {
+			t.Fatalf("publish %d: %d", i, status)
+		}
+	}
+	messages, got := 0, 0
+	for got < events {
+		_, data, err := c.readMessage()
+		if err != nil {
+			t.Fatalf("after %d events in %d messages: %v", got, messages, err)
+		}
+		messages++
+		for _, line := range strings.Split(string(data), "\n") {
+			if line != fmt.Sprintf("[server]: %d %s", got, payload) {
+				t.Fatalf("event %d: got %.40q", got, line)
+			}
+			got++
+		}
+	}
+	if messages >= events {
+		t.Fatalf("%d events came in %d messages: nothing was joined", events, messages)
+	}
+	t.Logf("%d events in %d messages", events, messages)
+}

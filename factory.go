@@ -59,7 +59,8 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	uid, room, problem := identify(r)
-	conn, err := websocket.Accept(smallBufferWriter{w}, r, &websocket.AcceptOptions{
+	upgrade := &smallBufferWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(upgrade, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{jsonSubprotocol},
 		OriginPatterns: f.cfg.AllowedOrigins,
 	})
@@ -72,7 +73,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
 	}
-	s := f.newSession(conn, uid, room)
+	s := f.newSession(conn, upgrade.out, uid, room)
 	s.logger().Debug("session started")
 	started = true
 	go func() {
@@ -110,7 +111,7 @@ func firstNonEmpty(values ...string) string {
 	return ""
 }
 
-func (f *SessionFactory) newSession(conn *websocket.Conn, uid, room string) *UserSession {
+func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, room string) *UserSession {
 	// The size limit is enforced by UserSession.read with our own close
 	// reason, so the library's own limit is off.
 	conn.SetReadLimit(-1)
@@ -122,6 +123,7 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, uid, room string) *Use
 	s := &UserSession{
 		id: id, uid: uid, room: room, mode: mode,
 		conn:  conn,
+		out:   out,
 		queue: newOutboundQueue(f.cfg.MaxQueueBytes, &f.hub.queueBytes),
 		hub:   f.hub,
 		limits: sessionLimits{
@@ -130,6 +132,7 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, uid, room string) *Use
 			writeTimeout:    f.cfg.WriteTimeout,
 			maxMessageBytes: f.cfg.MaxMessageBytes,
 			rate:            f.cfg.Rate,
+			batchWindow:     f.cfg.BatchWindow,
 		},
 		metrics: f.metrics,
 		baseLog: f.log,

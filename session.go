@@ -21,7 +21,8 @@ type sessionLimits struct {
 	pongTimeout     time.Duration
 	writeTimeout    time.Duration
 	maxMessageBytes int64
-	rate            float64 // messages per second; 0 = unlimited
+	rate            float64       // messages per second; 0 = unlimited
+	batchWindow     time.Duration // least time between two writes to one client
 }
 
 // UserSession is one WebSocket connection's life: from the hub's welcome to
@@ -38,6 +39,7 @@ type UserSession struct {
 	mode clientMode
 
 	conn    *websocket.Conn
+	out     *heldWriter // under conn: one system call per batch
 	queue   *outboundQueue
 	hub     *WebSocketServer
 	limits  sessionLimits
@@ -159,6 +161,14 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 	var pongs chan error // made at the first ping: idle sessions are many
 	pinging := false
 	var batch []outboundFrame
+	var lastWrite time.Time
+	var batchTimer *time.Timer    // made when first needed
+	var batchDue <-chan time.Time // set while events gather for one write
+	defer func() {
+		if batchTimer != nil {
+			batchTimer.Stop()
+		}
+	}()
 
 	for {
 		select {
@@ -170,12 +180,34 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 				return status
 			}
 		case <-s.queue.ready:
+			if batchDue != nil {
+				continue // a flush is already due
+			}
+			if wait := s.limits.batchWindow - time.Since(lastWrite); wait > 0 {
+				// We wrote a moment ago: let what arrives meanwhile go
+				// out together in one write when the window ends.
+				if batchTimer == nil {
+					batchTimer = time.NewTimer(wait)
+				} else {
+					batchTimer.Reset(wait)
+				}
+				batchDue = batchTimer.C
+				continue
+			}
 			var status closeStatus
 			var end bool
-			batch, status, end = s.flush(batch)
-			if end {
+			if batch, status, end = s.flush(batch); end {
 				return status
 			}
+			lastWrite = time.Now()
+		case <-batchDue:
+			batchDue = nil
+			var status closeStatus
+			var end bool
+			if batch, status, end = s.flush(batch); end {
+				return status
+			}
+			lastWrite = time.Now()
 		case <-heartbeat.C:
 			if !pinging {
 				pinging = true
@@ -274,8 +306,14 @@ func (s *UserSession) submit(ctx context.Context, cmd command) (closeStatus, boo
 // message, so an idle session holds none.
 var batchBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// flush writes everything queued. Consecutive text events go out as one
-// message joined by "\n" (PROTOCOL.md, Framing); binary frames go out alone.
+// maxBatchBytes caps a message of joined events, so that clients with a
+// modest read limit (coder/websocket's default is 32 KiB) can take it. The
+// cap costs no system calls: a whole flush is one write (heldWriter).
+const maxBatchBytes = 16 << 10
+
+// flush writes everything queued in one system call. Consecutive text events
+// go out joined by "\n" (PROTOCOL.md, Framing) in messages of up to
+// maxBatchBytes; binary frames go out as messages of their own.
 // It returns the emptied batch slice for reuse.
 func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus, bool) {
 	batch, overflowed := s.queue.drain(batch[:0])
@@ -284,14 +322,18 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		s.logger().Info("slow consumer, closing")
 		return batch[:0], closeSlowConsumer, true
 	}
+	s.out.hold()
 	for start := 0; start < len(batch); {
 		end := start + 1
 		if !batch[start].binary {
-			for end < len(batch) && !batch[end].binary {
+			size := len(batch[start].data)
+			for end < len(batch) && !batch[end].binary && size+1+len(batch[end].data) <= maxBatchBytes {
+				size += 1 + len(batch[end].data)
 				end++
 			}
 		}
 		if err := s.write(batch[start:end]); err != nil {
+			s.out.release(s.limits.writeTimeout)
 			s.logger().Debug("write failed", "err", err)
 			clear(batch)
 			return batch[:0], closeDrop, true
@@ -299,13 +341,17 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		start = end
 	}
 	clear(batch)
+	if err := s.out.release(s.limits.writeTimeout); err != nil {
+		s.logger().Debug("write failed", "err", err)
+		return batch[:0], closeDrop, true
+	}
 	return batch[:0], closeStatus{}, false
 }
 
-// write sends frames as one WebSocket message within the write timeout.
+// write renders frames as one WebSocket message. It goes into the held
+// buffer (see heldWriter); the socket write and its timeout come at release.
 func (s *UserSession) write(frames []outboundFrame) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.limits.writeTimeout)
-	defer cancel()
+	ctx := context.Background()
 	if len(frames) == 1 {
 		kind := websocket.MessageText
 		if frames[0].binary {

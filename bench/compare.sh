@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of switchboard (text and JSON mode) against the
+# gorilla/websocket chat example, on loopback, with the same load tool and the
+# same scenarios back to back. Writes BENCHMARKS.md and bench/chart.png.
+#
+# Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS
+# BIG_IDLE_CONNS (0 skips the one-process ceiling run) OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+RECEIVERS=${RECEIVERS:-500}
+SENDERS=${SENDERS:-5}
+PAYLOAD=${PAYLOAD:-100}
+RATES=${RATES:-10,20,40,80,160,320,640,1280}
+STEP=${STEP:-5s}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+BIG_IDLE_CONNS=${BIG_IDLE_CONNS:-19500}
+OUT=${OUT:-$root/BENCHMARKS.md}
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building switchboard, the load tool and the gorilla chat example (v1.5.3)" >&2
+go build -o "$work/switchboard" .
+go build -o "$work/loadtest" ./cmd/loadtest
+# The gorilla chat example comes from the Go module proxy into a throwaway
+# module; nothing of it is committed here.
+mkdir -p "$work/gorilla"
+(
+  cd "$work/gorilla"
+  go mod init gorillachat >/dev/null 2>&1
+  go get github.com/gorilla/websocket@v1.5.3 >/dev/null 2>&1
+  go build -o "$work/gorilla-chat" github.com/gorilla/websocket/examples/chat
+)
+
+# start_server NAME PORT CMD... : starts a server, waits until it listens,
+# and sets server_pid.
+start_server() {
+  local name=$1 port=$2
+  shift 2
+  "$@" >"$work/$name.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$name did not start; its log:" >&2
+  cat "$work/$name.log" >&2
+  exit 1
+}
+
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+}
+
+results="$work/results.jsonl"
+: >"$results"
+
+# run_target TARGET PORT CMD... : the ladder and the idle scenario against one
+# freshly started server.
+run_target() {
+  local target=$1 port=$2
+  shift 2
+  local url="ws://127.0.0.1:$port/ws"
+  echo "== $target: ladder" >&2
+  start_server "$target" "$port" "$@"
+  "$work/loadtest" -target "$target" -url "$url" -pid "$server_pid" -scenario ladder \
+    -receivers "$RECEIVERS" -senders "$SENDERS" -payload "$PAYLOAD" \
+    -rates "$RATES" -step-duration "$STEP" -sources 4 | tail -n 1 >>"$results"
+  stop_server
+  echo "== $target: idle $IDLE_CONNS" >&2
+  start_server "$target" "$port" "$@"
+  "$work/loadtest" -target "$target" -url "$url" -pid "$server_pid" -scenario idle \
+    -conns "$IDLE_CONNS" -hold 5s -sources 8 | tail -n 1 >>"$results"
+  stop_server
+}
+
+sb_flags=(-rate 0 -max-conns 100000)
+run_target switchboard-text 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
+run_target switchboard-json 5102 "$work/switchboard" -addr 127.0.0.1:5102 "${sb_flags[@]}"
+run_target gorilla 5103 "$work/gorilla-chat" -addr 127.0.0.1:5103
+
+if [ "$BIG_IDLE_CONNS" -gt 0 ]; then
+  echo "== switchboard-text: idle $BIG_IDLE_CONNS in one server process" >&2
+  start_server switchboard-big 5104 "$work/switchboard" -addr 127.0.0.1:5104 "${sb_flags[@]}"
+  "$work/loadtest" -target switchboard-text -url ws://127.0.0.1:5104/ws -pid "$server_pid" \
+    -scenario idle -conns "$BIG_IDLE_CONNS" -hold 10s -procs 2 -sources 16 | tail -n 1 >"$work/big.jsonl"
+  grep -h "connection ceiling" "$work/switchboard-big.log" >"$work/ceiling.txt" || true
+  stop_server
+fi
+
+"$work/loadtest" report -in "$results" -md "$work/report.md" -png "$root/bench/chart.png"
+
+{
+  echo "# Benchmarks: switchboard against the gorilla/websocket chat example"
+  echo
+  echo "Written by \`bench/compare.sh\` on $(date -u +%Y-%m-%d). Both servers ran on this"
+  echo "machine with the load generator beside them on loopback, back to back in"
+  echo "one run. Absolute numbers drift on a shared machine; the ratios are the"
+  echo "figures to quote."
+  echo
+  echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+  echo "- $(go version)"
+  echo "- fan-out: $RECEIVERS receivers and $SENDERS senders in one room, $PAYLOAD-byte payloads, per-sender rates $RATES, $STEP a step"
+  echo "- idle: $IDLE_CONNS connections held 5 s"
+  echo
+  echo "Command: \`RECEIVERS=$RECEIVERS SENDERS=$SENDERS PAYLOAD=$PAYLOAD RATES=$RATES STEP=$STEP IDLE_CONNS=$IDLE_CONNS BIG_IDLE_CONNS=$BIG_IDLE_CONNS bash bench/compare.sh\`"
+  echo
+  cat "$work/report.md"
+  echo
+  echo "![p99 latency against offered load](bench/chart.png)"
+  if [ -s "$work/big.jsonl" ]; then
+    echo
+    echo "## One process at the descriptor ceiling"
+    echo
+    echo "switchboard (text mode) holding $BIG_IDLE_CONNS idle connections from two generator processes:"
+    echo
+    echo '```'
+    cat "$work/ceiling.txt"
+    cat "$work/big.jsonl"
+    echo '```'
+  fi
+} >"$OUT"
+echo "wrote $OUT and bench/chart.png" >&2
