@@ -74,7 +74,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s := f.newSession(conn, upgrade.out, uid, room)
-	s.logger().Debug("session started")
+	s.debug("session started")
 	started = true
 	go func() {
 		defer f.leave()

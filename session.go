@@ -102,13 +102,21 @@ func (s *UserSession) Run(shutdown context.Context) {
 	s.close(status)
 	close(stopReading)
 	s.goroutines.Wait()
-	s.logger().Debug("session ended", "reason", status.reason, "code", int(status.code))
+	s.debug("session ended", "reason", status.reason, "code", int(status.code))
 }
 
 // logger tags the server's logger with the session's identity. It is built
 // per log call, which is rare, rather than held by every idle session.
 func (s *UserSession) logger() *slog.Logger {
 	return s.baseLog.With("uid", s.uid, "room", s.room, "session", s.id, "mode", s.mode.String())
+}
+
+// debug logs at debug level, building the tagged logger only when that level
+// is on: sessions start and end at a high rate.
+func (s *UserSession) debug(msg string, args ...any) {
+	if s.baseLog.Enabled(context.Background(), slog.LevelDebug) {
+		s.logger().Debug(msg, args...)
+	}
 }
 
 func (s *UserSession) close(status closeStatus) {
@@ -246,7 +254,7 @@ func (s *UserSession) readFailed(err error) closeStatus {
 		return closeTooBig
 	}
 	if websocket.CloseStatus(err) == -1 {
-		s.logger().Debug("read failed", "err", err)
+		s.debug("read failed", "err", err)
 	}
 	return closeDrop // the peer closed or vanished; the library answered its close frame
 }
@@ -334,7 +342,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		}
 		if err := s.write(batch[start:end]); err != nil {
 			s.out.release(s.limits.writeTimeout)
-			s.logger().Debug("write failed", "err", err)
+			s.debug("write failed", "err", err)
 			clear(batch)
 			return batch[:0], closeDrop, true
 		}
@@ -342,7 +350,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 	}
 	clear(batch)
 	if err := s.out.release(s.limits.writeTimeout); err != nil {
-		s.logger().Debug("write failed", "err", err)
+		s.debug("write failed", "err", err)
 		return batch[:0], closeDrop, true
 	}
 	return batch[:0], closeStatus{}, false

@@ -115,7 +115,8 @@ fi
   echo
   echo "Command: \`RECEIVERS=$RECEIVERS SENDERS=$SENDERS PAYLOAD=$PAYLOAD RATES=$RATES STEP=$STEP IDLE_CONNS=$IDLE_CONNS BIG_IDLE_CONNS=$BIG_IDLE_CONNS bash bench/compare.sh\`"
   echo
-  cat "$work/report.md"
+  # The report's own title and chart link are replaced by ours.
+  grep -v -e '^# ' -e '^!\[' "$work/report.md"
   echo
   echo "![p99 latency against offered load](bench/chart.png)"
   if [ -s "$work/big.jsonl" ]; then
