@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of switchboard (text and JSON mode) against the
 # gorilla/websocket chat example, on loopback, with the same load tool and the
-# same scenarios back to back. Writes BENCHMARKS.md and bench/chart.png.
+# same scenarios back to back. Writes BENCHMARKS.md, bench/chart.png and
+# bench/results.jsonl (the load tool's raw JSON lines). Takes about 6 minutes.
 #
 # Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS
 # BIG_IDLE_CONNS (0 skips the one-process ceiling run) OUT.
@@ -99,6 +100,8 @@ if [ "$BIG_IDLE_CONNS" -gt 0 ]; then
 fi
 
 "$work/loadtest" report -in "$results" -md "$work/report.md" -png "$root/bench/chart.png"
+# Keep the raw JSON lines beside the report, for anyone who wants more.
+cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || true
 
 {
   echo "# Benchmarks: switchboard against the gorilla/websocket chat example"
