@@ -14,7 +14,7 @@ import (
 func newBenchSession(h *WebSocketServer, uid string, mode clientMode) *UserSession {
 	return &UserSession{
 		id: uid, uid: uid, room: "bench", mode: mode,
-		queue: newOutboundQueue(1<<30, &h.queueBytes),
+		queue: newOutboundQueue(1 << 30),
 	}
 }
 

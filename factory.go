@@ -124,7 +124,7 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, 
 		id: id, uid: uid, room: room, mode: mode,
 		conn:  conn,
 		out:   out,
-		queue: newOutboundQueue(f.cfg.MaxQueueBytes, &f.hub.queueBytes),
+		queue: newOutboundQueue(f.cfg.MaxQueueBytes),
 		hub:   f.hub,
 		limits: sessionLimits{
 			pingInterval:    f.cfg.PingInterval,

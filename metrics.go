@@ -1,8 +1,6 @@
 package main
 
 import (
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -45,10 +43,10 @@ func newMetrics() *metrics {
 	return m
 }
 
-// watchQueueBytes exposes the bytes waiting in all outbound queues. It is
-// read at scrape time, so the hot path pays only an atomic add.
-func (m *metrics) watchQueueBytes(total *atomic.Int64) {
+// watchQueueBytes exposes the bytes waiting in all outbound queues. They are
+// summed at scrape time, so the per-message path keeps no shared counter.
+func (m *metrics) watchQueueBytes(total func() float64) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchboard_queue_bytes", Help: "Outbound bytes queued to sessions and not yet written.",
-	}, func() float64 { return float64(total.Load()) }))
+	}, total))
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"sync"
-	"sync/atomic"
 )
 
 // outboundFrame is one encoded event waiting for a session's writer. Its
@@ -29,15 +28,14 @@ type outboundQueue struct {
 	closed     bool // the session has ended
 
 	// ready holds a token while there is something for the writer to do
-	// (frames, or an overflow to act on).
+	// (frames, or an overflow to act on). Only the push that finds the queue
+	// empty sets it: while frames wait, the writer is already due to drain
+	// them, so a busy broadcast costs no channel operation per recipient.
 	ready chan struct{}
-
-	// totalBytes is shared by all queues of one server, for /metrics.
-	totalBytes *atomic.Int64
 }
 
-func newOutboundQueue(limit int64, totalBytes *atomic.Int64) *outboundQueue {
-	return &outboundQueue{limit: limit, ready: make(chan struct{}, 1), totalBytes: totalBytes}
+func newOutboundQueue(limit int64) *outboundQueue {
+	return &outboundQueue{limit: limit, ready: make(chan struct{}, 1)}
 }
 
 // push queues a frame and reports whether it was accepted. A frame larger
@@ -52,7 +50,6 @@ func (q *outboundQueue) push(f outboundFrame) bool {
 	}
 	if q.bytes > 0 && q.bytes+size > q.limit {
 		q.overflowed = true
-		q.totalBytes.Add(-q.bytes)
 		clear(q.frames)
 		q.frames = q.frames[:0]
 		q.bytes = 0
@@ -60,11 +57,13 @@ func (q *outboundQueue) push(f outboundFrame) bool {
 		q.signal()
 		return false
 	}
+	wasEmpty := len(q.frames) == 0
 	q.frames = append(q.frames, f)
 	q.bytes += size
 	q.mu.Unlock()
-	q.totalBytes.Add(size)
-	q.signal()
+	if wasEmpty {
+		q.signal()
+	}
 	return true
 }
 
@@ -86,18 +85,22 @@ func (q *outboundQueue) drain(dst []outboundFrame) (frames []outboundFrame, over
 	dst = append(dst, q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
-	q.totalBytes.Add(-q.bytes)
 	q.bytes = 0
 	return dst, false
 }
 
-// discard empties the queue for good when its session ends, so that the
-// queue-bytes metric does not count frames nobody will send.
+// size is the number of bytes waiting, for /metrics.
+func (q *outboundQueue) size() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+// discard empties the queue for good when its session ends.
 func (q *outboundQueue) discard() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	q.totalBytes.Add(-q.bytes)
 	q.frames = nil
 	q.bytes = 0
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -28,9 +27,8 @@ type WebSocketServer struct {
 	// ever accepted for them.
 	closing bool
 
-	metrics    *metrics
-	queueBytes atomic.Int64 // shared by all outbound queues
-	now        func() time.Time
+	metrics *metrics
+	now     func() time.Time
 }
 
 // room is the hub's view of one room.
@@ -64,7 +62,7 @@ func NewWebSocketServer(m *metrics) *WebSocketServer {
 		metrics:  m,
 		now:      time.Now,
 	}
-	m.watchQueueBytes(&h.queueBytes)
+	m.watchQueueBytes(h.queuedBytes)
 	return h
 }
 
@@ -392,6 +390,29 @@ func (h *WebSocketServer) refuse(s *UserSession) bool {
 		h.send(s, newErrorEvent(&requestError{codeUnavailable, errShuttingDown.Error() + ", message not sent"}))
 	}
 	return h.closing
+}
+
+// QueuedBytes answers with the bytes waiting in every session's queue.
+type QueuedBytes struct{ Reply chan int64 }
+
+func (c QueuedBytes) apply(h *WebSocketServer) {
+	var total int64
+	for _, r := range h.rooms {
+		for _, s := range r.members {
+			total += s.queue.size()
+		}
+	}
+	c.Reply <- total
+}
+
+// queuedBytes asks the hub for QueuedBytes, for a metrics scrape; it answers
+// 0 when the hub is stopped or busy for over a second.
+func (h *WebSocketServer) queuedBytes() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	reply := make(chan int64, 1)
+	total, _ := ask(ctx, h, QueuedBytes{Reply: reply}, reply)
+	return float64(total)
 }
 
 // HealthPing proves the hub loop is turning.
