@@ -67,6 +67,7 @@ func newSwitchboard(cfg Config, log *slog.Logger) *switchboard {
 	mux.Handle("GET /ws/{room}", factory)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	(&api{hub: hub, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
+	registerWebRoutes(mux)
 	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, handler: mux}
 }
 

@@ -1,0 +1,367 @@
+package main
+
+// Browser tests: the web client in web/ driven in headless Chromium with
+// chromedp, against a real server. They need /usr/bin/chromium (Debian
+// package "chromium"); without it they skip, except under CI=true, where a
+// missing browser fails the run.
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+var writeScreenshot = flag.Bool("screenshot", false, "write docs/screenshot.png (a chat in progress) from TestBrowserChat")
+
+const chromiumPath = "/usr/bin/chromium"
+
+// newBrowser starts one headless Chromium for the test and stops it, with
+// every tab, when the test ends.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("browser tests need %s (apt-get install chromium): %v", chromiumPath, err)
+		}
+		t.Skipf("no %s (apt-get install chromium); skipping browser test", chromiumPath)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// No internet here: without these Chromium keeps dialling out.
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-domain-reliability", true),
+		chromedp.WindowSize(1000, 640),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	// Cleanups run last-in first-out: tabs, then the browser, then the
+	// allocator, which waits for the process to exit.
+	t.Cleanup(cancelAlloc)
+	t.Cleanup(cancelBrowser)
+	// The first Run starts the browser and ties its life to browserCtx, so
+	// it must not carry a timeout.
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("start %s: %v", chromiumPath, err)
+	}
+	return browserCtx
+}
+
+// tab is one browser tab showing the chat page.
+type tab struct {
+	t    *testing.T
+	name string
+	ctx  context.Context
+}
+
+func newTab(t *testing.T, browser context.Context, name string) *tab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
+		t.Fatalf("open tab %s: %v", name, err)
+	}
+	return &tab{t: t, name: name, ctx: ctx}
+}
+
+// do runs actions in the tab within waitTimeout, failing the test with the
+// page's log on error.
+func (p *tab) do(actions ...chromedp.Action[chromedp.Void]) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.t.Fatalf("tab %s: %v\n%s", p.name, err, p.describe())
+	}
+}
+
+func evalIn[T any](p *tab, expr string) T {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		p.t.Fatalf("tab %s: evaluate %s: %v\n%s", p.name, expr, err, p.describe())
+	}
+	return v
+}
+
+// waitJS waits until the JavaScript expression is truthy in the page.
+func (p *tab) waitJS(what, expr string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, waitTimeout)
+	defer cancel()
+	// Interval polling: a background tab may not run animation frames.
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr,
+		chromedp.WithPollingInterval(20*time.Millisecond),
+		chromedp.WithPollingTimeout(waitTimeout)))
+	if err != nil {
+		p.t.Fatalf("tab %s: waiting for %s: %v\n%s", p.name, what, err, p.describe())
+	}
+}
+
+// describe is the page's state and log, for failure messages.
+func (p *tab) describe() string {
+	ctx, cancel := context.WithTimeout(p.ctx, 2*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+		`"state: " + document.querySelector("#state").textContent + "\nonline: " +
+		 Array.from(document.querySelectorAll("#online li")).map(li => li.dataset.uid).join(", ") + "\nlog:\n" +
+		 Array.from(document.querySelectorAll("#log .entry")).map(e => "  [" + e.className + "] " + e.textContent).join("\n")`))
+	if err != nil {
+		return "(page state unavailable: " + err.Error() + ")"
+	}
+	return s
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// join loads the page, fills in uid and room, connects, and waits until the
+// page is connected (or, with wantConnected false, only clicks connect).
+func (p *tab) join(ts *testServer, uid, room string, wantConnected bool) {
+	p.t.Helper()
+	p.do(
+		chromedp.Navigate(ts.http.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#connect")),
+		chromedp.SetValue(chromedp.CSS("#uid"), uid),
+		chromedp.SetValue(chromedp.CSS("#room"), room),
+		chromedp.Click(chromedp.CSS("#connect")),
+	)
+	if wantConnected {
+		p.waitJS("connected", `document.querySelector("#state").dataset.state === "connected"`)
+		p.waitOnline(uid)
+	}
+}
+
+// say types a line into the message box and presses Enter.
+func (p *tab) say(line string) {
+	p.t.Helper()
+	p.do(
+		chromedp.WaitEnabled(chromedp.CSS("#input")),
+		chromedp.SendKeys(chromedp.CSS("#input"), line+"\n"),
+	)
+}
+
+// waitEntry waits for a log entry matching the CSS selector whose text part
+// is text.
+func (p *tab) waitEntry(selector, text string) {
+	p.t.Helper()
+	p.waitJS(fmt.Sprintf("%s %q", selector, text), fmt.Sprintf(
+		`Array.from(document.querySelectorAll("#log " + %s)).some(e => e.querySelector(".text").textContent === %s)`,
+		jsString(selector), jsString(text)))
+}
+
+// waitOnline waits until the online list contains uids (and maybe others).
+func (p *tab) waitOnline(uids ...string) {
+	p.t.Helper()
+	want, _ := json.Marshal(uids)
+	p.waitJS("online includes "+string(want), fmt.Sprintf(
+		`(w => w.every(u => document.querySelector('#online li[data-uid="' + u + '"]')))(%s)`, want))
+}
+
+// waitOnlineExactly waits until the online list is exactly uids, in order.
+func (p *tab) waitOnlineExactly(uids ...string) {
+	p.t.Helper()
+	want, _ := json.Marshal(uids)
+	p.waitJS("online list "+string(want), fmt.Sprintf(
+		`JSON.stringify(Array.from(document.querySelectorAll("#online li")).map(li => li.dataset.uid)) === %s`,
+		jsString(string(want))))
+}
+
+// roomMessages is the room messages in the log as "from: text", in order.
+func (p *tab) roomMessages() []string {
+	p.t.Helper()
+	return evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry.msg")).map(e => e.dataset.from + ": " + e.querySelector(".text").textContent)`)
+}
+
+func TestBrowserChat(t *testing.T) {
+	ts := startServer(t, nil)
+	browser := newBrowser(t)
+	alice := newTab(t, browser, "alice")
+	bob := newTab(t, browser, "bob")
+
+	alice.join(ts, "alice", "general", true)
+	bob.join(ts, "bob", "general", true)
+	bob.waitOnlineExactly("alice", "bob") // from welcome.online
+	alice.waitEntry(`.entry.joined[data-from="bob"]`, "bob joined general")
+	alice.waitOnlineExactly("alice", "bob") // from joined
+
+	// Room messages, alternating senders: both see all three in one order.
+	alice.say("hello bob")
+	bob.waitEntry(".entry.msg", "hello bob")
+	bob.say("hi alice")
+	alice.waitEntry(".entry.msg", "hi alice")
+	alice.say("how are you?")
+	want := []string{"alice: hello bob", "bob: hi alice", "alice: how are you?"}
+	wantJSON, _ := json.Marshal(want)
+	for _, p := range []*tab{alice, bob} {
+		p.waitJS("three messages", `document.querySelectorAll("#log .entry.msg").length === 3`)
+		if got := p.roomMessages(); !slices.Equal(got, want) {
+			t.Fatalf("%s sees messages %q, want %s", p.name, got, wantJSON)
+		}
+		own := evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry.msg.own")).map(e => e.dataset.from)`)
+		for _, from := range own {
+			if from != p.name {
+				t.Errorf("%s marks a message from %s as its own", p.name, from)
+			}
+		}
+		if len(own) == 0 {
+			t.Errorf("%s has no message marked own", p.name)
+		}
+		seqs := evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry.msg")).map(e => e.dataset.seq)`)
+		if !slices.Equal(seqs, []string{"1", "2", "3"}) {
+			t.Errorf("%s: seq of the messages = %q, want 1, 2, 3", p.name, seqs)
+		}
+	}
+
+	// A click on a name in the online list prefills a DM.
+	alice.do(chromedp.Click(chromedp.CSS(`#online li[data-uid="bob"] button`)))
+	if got := evalIn[string](alice, `document.querySelector("#input").value`); got != "/dm bob " {
+		t.Fatalf("after clicking bob the input is %q, want %q", got, "/dm bob ")
+	}
+	alice.do(chromedp.SendKeys(chromedp.CSS("#input"), "psst\n"))
+	bob.waitEntry(`.entry.direct[data-from="alice"]:not(.own)`, "psst")
+	alice.waitEntry(`.entry.direct.own[data-to="bob"]`, "psst")
+	bob.say("/dm alice psst yourself")
+	alice.waitEntry(`.entry.direct[data-from="bob"]:not(.own)`, "psst yourself")
+
+	// A DM to somebody absent is an error on the page, and nothing closes.
+	bob.say("/dm carol anyone?")
+	bob.waitEntry(".entry.error", "error: UID carol is not online")
+
+	// A publish from the HTTP API reaches both, styled as a publish.
+	if status, body := ts.request("POST", "/api/rooms/general/messages", `{"text":"deploy finished"}`, nil); status != http.StatusOK {
+		t.Fatalf("publish = %d %s", status, body)
+	}
+	alice.waitEntry(".entry.publish", "deploy finished")
+	bob.waitEntry(".entry.publish", "deploy finished")
+
+	if *writeScreenshot {
+		alice.say("see you later")
+		bob.waitEntry(".entry.msg", "see you later")
+		ctx, cancel := context.WithTimeout(alice.ctx, waitTimeout)
+		defer cancel()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		if err := os.MkdirAll("docs", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("docs", "screenshot.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote docs/screenshot.png (%d bytes)", len(png))
+	}
+
+	// Bob disconnects: the page says so and stays disconnected, and alice
+	// sees him leave.
+	bob.do(chromedp.Click(chromedp.CSS("#disconnect")))
+	bob.waitJS("disconnected", `document.querySelector("#state").dataset.state === "disconnected"`)
+	alice.waitEntry(`.entry.left[data-from="bob"]`, "bob left general")
+	alice.waitOnlineExactly("alice")
+	if state := evalIn[string](bob, `document.querySelector("#state").dataset.state`); state != "disconnected" {
+		t.Errorf("after disconnect bob's state is %q", state)
+	}
+}
+
+func TestBrowserInvalidUIDShowsCloseReason(t *testing.T) {
+	ts := startServer(t, nil)
+	p := newTab(t, newBrowser(t), "bad")
+	p.join(ts, "bad uid!", "lobby", false)
+	p.waitJS("closed", `document.querySelector("#state").dataset.state === "closed"`)
+	state := evalIn[string](p, `document.querySelector("#state").textContent`)
+	if !strings.Contains(state, "closed 1008: uid is invalid") {
+		t.Fatalf("state shows %q, want it to contain %q", state, "closed 1008: uid is invalid")
+	}
+	p.waitEntry(".entry.error", "closed 1008: uid is invalid")
+	// A policy close is final: the user may fix the uid and connect again.
+	enabled := evalIn[bool](p, `!document.querySelector("#connect").disabled && !document.querySelector("#uid").disabled`)
+	if !enabled {
+		t.Errorf("connect button or uid field disabled after a policy close\n%s", p.describe())
+	}
+}
+
+func TestBrowserReconnectsAfterAbnormalClose(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = 64 })
+	p := newTab(t, newBrowser(t), "ray")
+	p.join(ts, "ray", "lobby", true)
+	// A message over -max-message-bytes: the server closes with 1009, which
+	// is not a policy close, so the page reconnects by itself.
+	p.say(strings.Repeat("x", 100))
+	p.waitEntry(".entry.error", "closed 1009: message too big")
+	p.waitJS("a second welcome", `Array.from(document.querySelectorAll("#log .entry.system")).filter(e => e.textContent.includes("welcome ray, room lobby")).length === 2`)
+	p.waitJS("connected again", `document.querySelector("#state").dataset.state === "connected"`)
+	p.say("back again")
+	p.waitEntry(".entry.msg.own", "back again")
+}
+
+// TestWebRoutes needs no browser: the page is at "/", its files under /web/,
+// and nothing else is invented.
+func TestWebRoutes(t *testing.T) {
+	ts := startServer(t, nil)
+	get := func(path string, header http.Header) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", ts.http.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := ts.httpClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, string(body)
+	}
+	for _, c := range []struct{ path, contentType, contains string }{
+		{"/", "text/html", `id="log"`},
+		{"/web/app.js", "javascript", "switchboard.v1.json"},
+		{"/web/style.css", "text/css", ".entry.direct"},
+	} {
+		resp, body := get(c.path, nil)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), c.contentType) || !strings.Contains(body, c.contains) {
+			t.Errorf("GET %s = %d %q, %d bytes; want 200 %s containing %q", c.path, resp.StatusCode, resp.Header.Get("Content-Type"), len(body), c.contentType, c.contains)
+		}
+		etag := resp.Header.Get("ETag")
+		if etag == "" {
+			t.Errorf("GET %s has no ETag", c.path)
+			continue
+		}
+		if again, _ := get(c.path, http.Header{"If-None-Match": {etag}}); again.StatusCode != http.StatusNotModified {
+			t.Errorf("GET %s with If-None-Match = %d, want 304", c.path, again.StatusCode)
+		}
+	}
+	for _, path := range []string{"/index.html", "/web/", "/web/index.html", "/web/nope.js", "/nope", "/web/app.js/x"} {
+		if resp, _ := get(path, nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s = %d, want 404", path, resp.StatusCode)
+		}
+	}
+}
