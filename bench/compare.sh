@@ -13,7 +13,7 @@ root=$(pwd)
 RECEIVERS=${RECEIVERS:-500}
 SENDERS=${SENDERS:-5}
 PAYLOAD=${PAYLOAD:-100}
-RATES=${RATES:-10,20,40,80,160,320,640,1280}
+RATES=${RATES:-20,80,160,320,480,640,960,1280,1920,2560}
 STEP=${STEP:-5s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 BIG_IDLE_CONNS=${BIG_IDLE_CONNS:-19500}
@@ -122,6 +122,8 @@ cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || tru
   grep -v -e '^# ' -e '^!\[' "$work/report.md"
   echo
   echo "![p99 latency against offered load](bench/chart.png)"
+  echo
+  cat "$root/bench/analysis.md"
   if [ -s "$work/big.jsonl" ]; then
     echo
     echo "## One process at the descriptor ceiling"
