@@ -30,7 +30,8 @@ const (
 // upgrade, out is the connection's heldWriter.
 type smallBufferWriter struct {
 	http.ResponseWriter
-	out *heldWriter
+	writeTimeout time.Duration // for the heldWriter's socket writes
+	out          *heldWriter
 }
 
 // Hijack takes the connection from net/http and swaps its buffers, keeping
@@ -40,7 +41,8 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.out = &heldWriter{conn: conn}
+	w.out = &heldWriter{conn: conn, timeout: w.writeTimeout}
+	conn = heldConn{Conn: conn, out: w.out}
 	writer := bufio.NewWriterSize(w.out, connWriteBufferSize)
 	pending := brw.Reader.Buffered()
 	if pending > connReadBufferSize {
@@ -70,21 +72,56 @@ func (w *smallBufferWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // goroutines) it passes writes straight through.
 type heldWriter struct {
 	conn    net.Conn
-	mu      sync.Mutex // serialises socket writes and guards held
+	timeout time.Duration // bounds every socket write of a held batch
+	mu      sync.Mutex    // serialises socket writes and guards held
 	holding bool
 	held    *[]byte // from heldBuffers while holding
 }
+
+const (
+	// heldFlushBytes bounds what one session holds: past it the held
+	// bytes go out at once, so a long backlog is not copied whole.
+	heldFlushBytes = 64 << 10
+	// heldPoolBytes: larger buffers are left to the garbage collector
+	// rather than kept in the pool.
+	heldPoolBytes = 2 * heldFlushBytes
+	// closeFlushTimeout bounds sending held bytes (a close reply) when
+	// the library closes the connection in the middle of a batch.
+	closeFlushTimeout = time.Second
+)
 
 var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func (h *heldWriter) Write(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.holding {
-		*h.held = append(*h.held, p...)
-		return len(p), nil
+	if !h.holding {
+		return h.conn.Write(p)
 	}
-	return h.conn.Write(p)
+	*h.held = append(*h.held, p...)
+	if len(*h.held) >= heldFlushBytes {
+		if err := h.writeHeld(h.timeout); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// writeHeld sends the held bytes within timeout and empties the buffer.
+// The caller holds mu.
+func (h *heldWriter) writeHeld(timeout time.Duration) error {
+	if len(*h.held) == 0 {
+		return nil
+	}
+	if err := h.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err := h.conn.Write(*h.held)
+	*h.held = (*h.held)[:0]
+	if clearErr := h.conn.SetWriteDeadline(time.Time{}); err == nil {
+		err = clearErr
+	}
+	return err
 }
 
 // hold starts gathering writes.
@@ -95,27 +132,42 @@ func (h *heldWriter) hold() {
 	h.held = heldBuffers.Get().(*[]byte)
 }
 
-// release writes what was gathered in one call, within timeout, and goes
-// back to passing writes through.
-func (h *heldWriter) release(timeout time.Duration) error {
+// release writes what was gathered in one call and goes back to passing
+// writes through.
+func (h *heldWriter) release() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	err := h.writeHeld(h.timeout)
 	h.holding = false
-	held := h.held
+	if cap(*h.held) <= heldPoolBytes {
+		heldBuffers.Put(h.held)
+	}
 	h.held = nil
-	defer func() {
-		*held = (*held)[:0]
-		heldBuffers.Put(held)
-	}()
-	if len(*held) == 0 {
-		return nil
-	}
-	if err := h.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return err
-	}
-	_, err := h.conn.Write(*held)
-	if clearErr := h.conn.SetWriteDeadline(time.Time{}); err == nil {
-		err = clearErr
-	}
 	return err
+}
+
+// flushBeforeClose sends what is held when the library closes the
+// connection in the middle of a batch: typically its reply to the client's
+// close frame, which must not be lost. It only tries the lock: a release
+// stuck in a write must not keep a timed-out connection open.
+func (h *heldWriter) flushBeforeClose() {
+	if !h.mu.TryLock() {
+		return
+	}
+	defer h.mu.Unlock()
+	if h.holding {
+		_ = h.writeHeld(closeFlushTimeout)
+	}
+}
+
+// heldConn is the connection as the WebSocket library sees it: closing it
+// first sends anything held.
+type heldConn struct {
+	net.Conn
+	out *heldWriter
+}
+
+func (c heldConn) Close() error {
+	c.out.flushBeforeClose()
+	return c.Conn.Close()
 }

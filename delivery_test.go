@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -251,4 +252,88 @@ func TestBatchesFitDefaultReadLimit(t *testing.T) {
 		t.Fatalf("%d events came in %d messages: nothing was joined", events, messages)
 	}
 	t.Logf("%d events in %d messages", events, messages)
+}
+
+// A client that closes while the server is streaming to it gets the
+// server's close reply, even when the close arrives in the middle of a
+// batched write.
+func TestClientCloseDuringStreamIsAnswered(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.BatchWindow = 20 * time.Millisecond })
+	talker := ts.connect("talker", "stream")
+	stop := make(chan struct{})
+	talkerDone := make(chan struct{})
+	go func() {
+		defer close(talkerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if talker.conn.Write(context.Background(), websocket.MessageText, []byte(strings.Repeat("z", 200))) != nil {
+				return
+			}
+		}
+	}()
+	go func() { // the talker reads its own echoes, or the server drops it
+		for {
+			if _, _, err := talker.conn.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 30; i++ {
+		c := ts.connect(fmt.Sprintf("l%d", i), "stream")
+		c.readLine() // the stream is flowing to this client
+		if err := c.conn.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Errorf("close %d: %v, want the server's close reply", i, err)
+		}
+	}
+	close(stop)
+	<-talkerDone
+}
+
+// Events the hub accepted are flushed before the 1001, also when they sit in
+// the batch window and the client keeps talking as shutdown begins.
+func TestShutdownFlushesBatchWindow(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		ts := startServer(t, func(c *Config) { c.BatchWindow = 300 * time.Millisecond })
+		c, _ := ts.connectJSON("1", "lobby")
+		c.sendJSON(map[string]any{"type": "message", "text": "first"})
+		wantFields(t, c.readJSON(), map[string]any{"seq": 1.0})
+		c.sendJSON(map[string]any{"type": "message", "text": "waits in the window"})
+		time.Sleep(50 * time.Millisecond) // accepted by the hub, held by the window
+		go func() {
+			for i := 0; ; i++ {
+				msg := fmt.Sprintf(`{"type":"message","text":"more %d"}`, i)
+				if c.conn.Write(context.Background(), websocket.MessageText, []byte(msg)) != nil {
+					return
+				}
+			}
+		}()
+		go ts.sb.factory.Shutdown(context.Background())
+		next := 2.0
+		for {
+			_, data, err := c.readMessage()
+			if err != nil {
+				if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+					t.Fatalf("round %d: ended with %v, want 1001", round, err)
+				}
+				break
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var ev map[string]any
+				json.Unmarshal([]byte(line), &ev)
+				if ev["type"] == "message" {
+					if ev["seq"] != next {
+						t.Fatalf("round %d: got seq %v, want %v: an accepted event was lost", round, ev["seq"], next)
+					}
+					next++
+				}
+			}
+		}
+		if next < 3 {
+			t.Fatalf("round %d: the event in the batch window never arrived", round)
+		}
+	}
 }

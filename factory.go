@@ -59,7 +59,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	uid, room, problem := identify(r)
-	upgrade := &smallBufferWriter{ResponseWriter: w}
+	upgrade := &smallBufferWriter{ResponseWriter: w, writeTimeout: f.cfg.WriteTimeout}
 	conn, err := websocket.Accept(upgrade, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{jsonSubprotocol},
 		OriginPatterns: f.cfg.AllowedOrigins,

@@ -95,6 +95,13 @@ func (s *UserSession) Run(shutdown context.Context) {
 	go s.readLoop(stopReading, incoming)
 
 	status := s.loop(shutdown, incoming)
+	if status == closeShutdown {
+		// Whatever the hub accepted for this session goes out before the
+		// 1001, however the loop noticed the shutdown.
+		if _, flushStatus, end := s.flush(nil); end {
+			status = flushStatus
+		}
+	}
 
 	// Unregister first so nobody queues to a session that is closing.
 	_ = s.hub.submit(context.Background(), UserDisconnect{Session: s})
@@ -233,10 +240,7 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 				return closeDrop
 			}
 		case <-shutdown.Done():
-			if _, status, end := s.flush(batch); end {
-				return status
-			}
-			return closeShutdown
+			return closeShutdown // Run flushes the queue first
 		}
 	}
 }
@@ -341,7 +345,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 			}
 		}
 		if err := s.write(batch[start:end]); err != nil {
-			s.out.release(s.limits.writeTimeout)
+			s.out.release()
 			s.debug("write failed", "err", err)
 			clear(batch)
 			return batch[:0], closeDrop, true
@@ -349,7 +353,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		start = end
 	}
 	clear(batch)
-	if err := s.out.release(s.limits.writeTimeout); err != nil {
+	if err := s.out.release(); err != nil {
 		s.debug("write failed", "err", err)
 		return batch[:0], closeDrop, true
 	}
