@@ -156,6 +156,16 @@ func (ts *testServer) connect(uid, room string) *testClient {
 	return c
 }
 
+// aliceAndBob connects uids 1 and 2 to the lobby in text mode and waits
+// until alice has seen bob join.
+func (ts *testServer) aliceAndBob() (alice, bob *testClient) {
+	ts.t.Helper()
+	alice = ts.connect("1", "lobby")
+	bob = ts.connect("2", "lobby")
+	alice.expect("[server]: UID 2 joined lobby")
+	return alice, bob
+}
+
 // connectJSON dials uid into room in JSON mode and returns its welcome.
 func (ts *testServer) connectJSON(uid, room string) (*testClient, map[string]any) {
 	ts.t.Helper()

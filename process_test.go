@@ -110,21 +110,32 @@ func (p *process) log() string {
 	return p.stderr.String()
 }
 
-// dialProcess connects a text-mode client to a running binary.
-func dialProcess(t *testing.T, p *process, uid string) *testClient {
+// dialProcess connects a client to a running binary, in JSON mode when
+// jsonMode is set, and reads its welcome.
+func dialProcess(t *testing.T, p *process, uid string, jsonMode bool) *testClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws", &websocket.DialOptions{
+	opts := &websocket.DialOptions{
 		HTTPHeader: http.Header{"uid": {uid}},
 		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-	})
+	}
+	if jsonMode {
+		opts.Subprotocols = []string{jsonSubprotocol}
+	}
+	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws", opts)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
-	conn.SetReadLimit(64 << 20)
 	c := &testClient{t: t, conn: conn}
+	if jsonMode {
+		if ev := c.readJSON(); ev["type"] != "welcome" {
+			t.Fatalf("first event %v", ev)
+		}
+		return c
+	}
+	conn.SetReadLimit(64 << 20)
 	c.expect("[server]: welcome UID " + uid + ", room lobby")
 	return c
 }
@@ -135,7 +146,7 @@ func TestShutdownFlushesQueues(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			p := startProcess(t, "-shutdown-timeout", "8s", "-max-queue-bytes", "67108864")
-			reader := dialProcess(t, p, "2") // reads nothing until the signal
+			reader := dialProcess(t, p, "2", false) // reads nothing until the signal
 			// More than the socket buffers hold, so a backlog stays queued.
 			const count, size = 300, 60000
 			payload := strings.Repeat("x", size)
@@ -167,8 +178,8 @@ func TestShutdownFlushesQueues(t *testing.T) {
 // everyone or refused with an error to its sender: nothing accepted is lost.
 func TestShutdownUnderTraffic(t *testing.T) {
 	p := startProcess(t, "-rate", "0")
-	sender := dialProcessJSON(t, p, "1")
-	reader := dialProcessJSON(t, p, "2")
+	sender := dialProcess(t, p, "1", true)
+	reader := dialProcess(t, p, "2", true)
 	sender.readJSON() // joined
 
 	writeCtx, stopWriting := context.WithCancel(context.Background())
@@ -271,26 +282,6 @@ func (p *process) metric(t *testing.T, name string) float64 {
 	return 0
 }
 
-func dialProcessJSON(t *testing.T, p *process, uid string) *testClient {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws", &websocket.DialOptions{
-		HTTPHeader:   http.Header{"uid": {uid}},
-		Subprotocols: []string{jsonSubprotocol},
-		HTTPClient:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-	})
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { conn.CloseNow() })
-	c := &testClient{t: t, conn: conn}
-	if ev := c.readJSON(); ev["type"] != "welcome" {
-		t.Fatalf("first event %v", ev)
-	}
-	return c
-}
-
 // A bad option stops the binary with exit code 2 and one line naming it.
 func TestBadOptionsExit(t *testing.T) {
 	bin := buildBinary(t)
@@ -365,7 +356,7 @@ func TestEnvironmentTwins(t *testing.T) {
 		t.Fatalf("SWITCHBOARD_ADDR ignored: listening on %q", addr)
 	}
 	p := &process{addr: addr}
-	first := dialProcess(t, p, "1")
+	first := dialProcess(t, p, "1", false)
 	defer first.conn.CloseNow()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()

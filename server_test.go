@@ -46,9 +46,7 @@ func TestHealthcheckHubNotAnswering(t *testing.T) {
 
 func TestWelcomeJoinLeaveText(t *testing.T) {
 	ts := startServer(t, nil)
-	alice := ts.connect("1", "lobby")
-	bob := ts.connect("2", "lobby")
-	alice.expect("[server]: UID 2 joined lobby")
+	alice, bob := ts.aliceAndBob()
 
 	// A second session of uid 2 is no new join; its end is no leave.
 	bob2 := ts.connect("2", "lobby")
@@ -62,9 +60,7 @@ func TestWelcomeJoinLeaveText(t *testing.T) {
 
 func TestRoomMessagesText(t *testing.T) {
 	ts := startServer(t, nil)
-	alice := ts.connect("1", "lobby")
-	bob := ts.connect("2", "lobby")
-	alice.expect("[server]: UID 2 joined lobby")
+	alice, bob := ts.aliceAndBob()
 
 	alice.send("hello")
 	alice.expect("[UID: 1]: hello")
@@ -110,9 +106,7 @@ func TestUIDFromQuery(t *testing.T) {
 
 func TestDirectMessagesText(t *testing.T) {
 	ts := startServer(t, nil)
-	alice := ts.connect("1", "lobby")
-	bobLobby := ts.connect("2", "lobby")
-	alice.expect("[server]: UID 2 joined lobby")
+	alice, bobLobby := ts.aliceAndBob()
 	bobOther := ts.connect("2", "other") // same uid, another room
 
 	alice.send("/dm 2 psst, two words")
