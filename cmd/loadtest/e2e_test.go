@@ -103,6 +103,19 @@ func TestFanoutEndToEnd(t *testing.T) {
 	}
 }
 
+// A run cut short (SIGINT, timeout) must fail, never pass as a result with
+// a lower offered load.
+func TestFanoutInterruptedIsNoResult(t *testing.T) {
+	env := testEnv(startBroadcastServer(t))
+	cfg := fanoutConfig{Receivers: 4, Senders: 2, Rate: 50, Duration: 4 * time.Second, Drain: time.Second, Payload: 100}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	res, err := runFanout(ctx, env, cfg)
+	if err == nil {
+		t.Fatalf("an interrupted run returned a result: %+v", res)
+	}
+}
+
 func TestIdleEndToEnd(t *testing.T) {
 	env := testEnv(startBroadcastServer(t))
 	env.probe = serverProbe{pid: os.Getpid()} // the test server runs in this process

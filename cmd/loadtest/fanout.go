@@ -73,7 +73,11 @@ type fanoutRun struct {
 	// the drain early; lastDelivery is the unix nanos of the latest one.
 	delivered    atomic.Int64
 	lastDelivery atomic.Int64
-	clients      []*client
+	// measured is set when the drain ends: what arrives during teardown is
+	// not counted, so loss is loss "after a drain" and the CPU sample
+	// covers every delivery that is counted.
+	measured atomic.Bool
+	clients  []*client
 }
 
 func newFanoutRun(t Target, cfg fanoutConfig) *fanoutRun {
@@ -149,7 +153,12 @@ func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResul
 	prog = startProgress(env.progress, f.progressLine)
 	f.sendAll(ctx, senders, start)
 	f.drain(ctx, time.Now().Add(cfg.Drain))
+	f.measured.Store(true)
 	prog.stop()
+	if err := ctx.Err(); err != nil {
+		// An interrupted run is no result: never report it as one.
+		return nil, fmt.Errorf("fanout interrupted: %w", err)
+	}
 	cpu1, gen1, rss := env.probe.cpu(), selfCPUSeconds(), env.probe.rss()
 
 	dropped := closeAll(f.clients)
@@ -172,6 +181,9 @@ func (f *fanoutRun) receiver(i int) func([]byte) {
 	var lats []int64
 	warm := false
 	return func(msg []byte) {
+		if f.measured.Load() {
+			return
+		}
 		now := time.Now().UnixNano()
 		lats = lats[:0]
 		parseMessage(f.target, f.token, msg, func(s Stamp) {
@@ -351,7 +363,9 @@ func (f *fanoutRun) result(start time.Time, dropped int) *FanoutResult {
 	res.Delivered = totals.Received
 	res.Lost = res.ExpectedDeliveries - res.Delivered
 	res.Reordered = totals.Reordered
-	res.OfferedPerSec = float64(res.ExpectedDeliveries) / cfg.Duration.Seconds()
+	// Offered is what the schedule asked for, whether or not every send
+	// went out, so a sender that fails or falls behind does not lower it.
+	res.OfferedPerSec = float64(res.MessagesScheduled*int64(len(f.clients))) / cfg.Duration.Seconds()
 	// Deliveries that trail in during the drain stretch the window, so a
 	// server that only keeps up by queueing does not look as fast as one
 	// that delivers on time.
