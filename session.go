@@ -184,6 +184,11 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 			batchTimer.Stop()
 		}
 	}()
+	flushNow := func() (status closeStatus, end bool) {
+		batch, status, end = s.flush(batch)
+		lastWrite = time.Now()
+		return status, end
+	}
 
 	for {
 		select {
@@ -209,20 +214,14 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 				batchDue = batchTimer.C
 				continue
 			}
-			var status closeStatus
-			var end bool
-			if batch, status, end = s.flush(batch); end {
+			if status, end := flushNow(); end {
 				return status
 			}
-			lastWrite = time.Now()
 		case <-batchDue:
 			batchDue = nil
-			var status closeStatus
-			var end bool
-			if batch, status, end = s.flush(batch); end {
+			if status, end := flushNow(); end {
 				return status
 			}
-			lastWrite = time.Now()
 		case <-heartbeat.C:
 			if !pinging {
 				pinging = true
