@@ -105,23 +105,18 @@ func raiseFileLimit() error {
 type serverProbe struct{ pid int }
 
 // cpu returns the server's CPU seconds, or nil without a pid or on error.
-func (p serverProbe) cpu() *float64 {
-	if p.pid <= 0 {
-		return nil
-	}
-	v, err := serverCPUSeconds(p.pid)
-	if err != nil {
-		return nil
-	}
-	return &v
-}
+func (p serverProbe) cpu() *float64 { return reading(p.pid, serverCPUSeconds) }
 
 // rss returns the server's resident set size in bytes, or nil.
-func (p serverProbe) rss() *int64 {
-	if p.pid <= 0 {
+func (p serverProbe) rss() *int64 { return reading(p.pid, serverRSSBytes) }
+
+// reading returns read(pid), or nil without a pid or when it fails: a
+// missing reading shows as an empty column rather than a wrong number.
+func reading[T any](pid int, read func(int) (T, error)) *T {
+	if pid <= 0 {
 		return nil
 	}
-	v, err := serverRSSBytes(p.pid)
+	v, err := read(pid)
 	if err != nil {
 		return nil
 	}
