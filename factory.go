@@ -86,11 +86,9 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reason of PROTOCOL.md when something is wrong. An empty header or query
 // value counts as absent.
 func identify(r *http.Request) (uid, room, problem string) {
-	uid = r.Header.Get("uid")
-	if uid == "" {
-		uid = r.URL.Query().Get("uid")
-	}
-	room = firstNonEmpty(r.PathValue("room"), r.URL.Query().Get("room"), r.Header.Get("room"), "lobby")
+	query := r.URL.Query()
+	uid = firstNonEmpty(r.Header.Get("uid"), query.Get("uid"))
+	room = firstNonEmpty(r.PathValue("room"), query.Get("room"), r.Header.Get("room"), "lobby")
 	switch {
 	case uid == "":
 		return uid, room, "uid is missing"
@@ -131,7 +129,6 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, 
 			pongTimeout:     f.cfg.PongTimeout,
 			writeTimeout:    f.cfg.WriteTimeout,
 			maxMessageBytes: f.cfg.MaxMessageBytes,
-			rate:            f.cfg.Rate,
 			batchWindow:     f.cfg.BatchWindow,
 		},
 		metrics: f.metrics,

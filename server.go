@@ -120,19 +120,26 @@ func (h *WebSocketServer) send(s *UserSession, ev serverEvent) {
 	}
 }
 
-// deliver queues ev to every session in sessions except skip, encoding it
-// at most once per mode, and returns how many sessions accepted it.
-func (h *WebSocketServer) deliver(sessions []*UserSession, ev serverEvent, skip *UserSession) int {
-	var encoded [modeCount][]byte
+// encodedEvent is one event on its way to many sessions: it is encoded at
+// most once per mode, on first need, and the bytes are shared.
+type encodedEvent struct {
+	ev     serverEvent
+	frames [modeCount]outboundFrame
+}
+
+func (e *encodedEvent) frame(mode clientMode) outboundFrame {
+	if e.frames[mode].data == nil {
+		e.frames[mode].data = encodeEvent(e.ev, mode)
+	}
+	return e.frames[mode]
+}
+
+// deliver queues e to every session in sessions except skip and returns how
+// many sessions accepted it.
+func (h *WebSocketServer) deliver(sessions []*UserSession, e *encodedEvent, skip *UserSession) int {
 	delivered := 0
 	for _, s := range sessions {
-		if s == skip {
-			continue
-		}
-		if encoded[s.mode] == nil {
-			encoded[s.mode] = encodeEvent(ev, s.mode)
-		}
-		if s.queue.push(outboundFrame{data: encoded[s.mode]}) {
+		if s != skip && s.queue.push(e.frame(s.mode)) {
 			delivered++
 		}
 	}
@@ -193,7 +200,7 @@ func (c UserConnect) apply(h *WebSocketServer) {
 
 	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: r.online()})
 	if r.uids[s.uid] == 1 {
-		h.deliver(r.members, &presenceChange{Type: "joined", UID: s.uid, Room: r.name}, s)
+		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)
 	}
 }
 
@@ -220,7 +227,7 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	if r.uids[s.uid] == 0 {
 		delete(r.uids, s.uid)
 		if !h.closing { // at shutdown everyone leaves; nobody needs telling
-			h.deliver(r.members, &presenceChange{Type: "left", UID: s.uid, Room: r.name}, nil)
+			h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "left", UID: s.uid, Room: r.name}}, nil)
 		}
 	}
 	if len(r.members) == 0 {
@@ -241,7 +248,7 @@ func (c UserMessage) apply(h *WebSocketServer) {
 		return
 	}
 	r.seq++
-	h.deliver(r.members, &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}, nil)
+	h.deliver(r.members, &encodedEvent{ev: &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}}, nil)
 }
 
 // BinaryMessage is relayed unchanged to the sender's room.
@@ -255,14 +262,9 @@ func (c BinaryMessage) apply(h *WebSocketServer) {
 	if r == nil || h.refuse(c.Session) {
 		return
 	}
+	// Binary data goes out unchanged, the same in every mode.
 	frame := outboundFrame{data: c.Data, binary: true}
-	delivered := 0
-	for _, s := range r.members {
-		if s.queue.push(frame) {
-			delivered++
-		}
-	}
-	h.metrics.delivered.Add(float64(delivered))
+	h.deliver(r.members, &encodedEvent{frames: [modeCount]outboundFrame{frame, frame}}, nil)
 }
 
 // DirectMessage goes to every session of a uid, in any room, with an echo to
@@ -283,7 +285,7 @@ func (c DirectMessage) apply(h *WebSocketServer) {
 		return
 	}
 	dm := &directEvent{Type: "direct", From: c.From.uid, To: c.To, Text: c.Text, TS: h.timestamp()}
-	h.deliver(targets, dm, nil)
+	h.deliver(targets, &encodedEvent{ev: dm}, nil)
 	echo := *dm
 	echo.echo = true
 	h.send(c.From, &echo)
@@ -328,7 +330,7 @@ func (c Publish) apply(h *WebSocketServer) {
 	}
 	r.seq++
 	ev := &publishEvent{Type: "publish", Room: r.name, Text: c.Text, Data: c.Data, Seq: r.seq, TS: h.timestamp()}
-	c.Reply <- PublishResult{Recipients: h.deliver(r.members, ev, nil)}
+	c.Reply <- PublishResult{Recipients: h.deliver(r.members, &encodedEvent{ev: ev}, nil)}
 }
 
 // RoomSummary is one row of GET /api/rooms.

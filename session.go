@@ -21,7 +21,6 @@ type sessionLimits struct {
 	pongTimeout     time.Duration
 	writeTimeout    time.Duration
 	maxMessageBytes int64
-	rate            float64       // messages per second; 0 = unlimited
 	batchWindow     time.Duration // least time between two writes to one client
 }
 
@@ -333,30 +332,44 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		s.logger().Info("slow consumer, closing")
 		return batch[:0], closeSlowConsumer, true
 	}
-	s.out.hold()
-	for start := 0; start < len(batch); {
-		end := start + 1
-		if !batch[start].binary {
-			size := len(batch[start].data)
-			for end < len(batch) && !batch[end].binary && size+1+len(batch[end].data) <= maxBatchBytes {
-				size += 1 + len(batch[end].data)
-				end++
-			}
-		}
-		if err := s.write(batch[start:end]); err != nil {
-			s.out.release()
-			s.debug("write failed", "err", err)
-			clear(batch)
-			return batch[:0], closeDrop, true
-		}
-		start = end
-	}
-	clear(batch)
-	if err := s.out.release(); err != nil {
+	err := s.writeAll(batch)
+	clear(batch) // drop references to frames shared with other sessions
+	if err != nil {
 		s.debug("write failed", "err", err)
 		return batch[:0], closeDrop, true
 	}
 	return batch[:0], closeStatus{}, false
+}
+
+// writeAll renders frames as messages into the held buffer and sends them
+// with one system call at release.
+func (s *UserSession) writeAll(frames []outboundFrame) error {
+	s.out.hold()
+	var err error
+	for start := 0; start < len(frames) && err == nil; {
+		end := messageEnd(frames, start)
+		err = s.write(frames[start:end])
+		start = end
+	}
+	if releaseErr := s.out.release(); err == nil {
+		err = releaseErr
+	}
+	return err
+}
+
+// messageEnd says where the message that starts at frames[start] ends: a
+// binary frame alone, or a run of text events up to maxBatchBytes.
+func messageEnd(frames []outboundFrame, start int) int {
+	end := start + 1
+	if frames[start].binary {
+		return end
+	}
+	size := len(frames[start].data)
+	for end < len(frames) && !frames[end].binary && size+1+len(frames[end].data) <= maxBatchBytes {
+		size += 1 + len(frames[end].data)
+		end++
+	}
+	return end
 }
 
 // write renders frames as one WebSocket message. It goes into the held
