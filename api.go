@@ -17,6 +17,7 @@ import (
 // included, so scripts never have to parse prose.
 type api struct {
 	hub             *WebSocketServer
+	cluster         *clusterLink // nil on a single node
 	apiKey          string
 	maxMessageBytes int64
 }
@@ -46,6 +47,11 @@ func (a *api) healthcheck(w http.ResponseWriter, r *http.Request) {
 	if _, err := ask(ctx, a.hub, HealthPing{Reply: reply}, reply); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("hub not answering"))
+		return
+	}
+	if a.cluster != nil && !a.cluster.available() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("cluster unavailable"))
 		return
 	}
 	w.Write([]byte("switchboard is live"))
@@ -114,6 +120,10 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	result, err := ask(r.Context(), a.hub, cmd, cmd.Reply)
 	if err == nil {
 		err = result.Err
+	}
+	if errors.Is(err, errClusterUnavailable) {
+		writeJSONError(w, http.StatusServiceUnavailable, errClusterUnavailable.Error())
+		return
 	}
 	if err != nil {
 		writeJSONError(w, http.StatusServiceUnavailable, errShuttingDown.Error())

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -154,7 +155,10 @@ func TestAPIKey(t *testing.T) {
 // Without a key, only loopback peers may use the API. The test server only
 // listens on loopback, so the foreign peer is simulated at the handler.
 func TestAPIWithoutKeyRefusesRemotePeers(t *testing.T) {
-	sb := newSwitchboard(testConfig(), testLogger())
+	sb, err := newSwitchboard(context.Background(), testConfig(), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, remote := range []string{"192.0.2.7:5555", "[2001:db8::1]:80"} {
 		req := httptest.NewRequest("GET", "/api/rooms", nil)
 		req.RemoteAddr = remote

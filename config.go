@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -30,6 +31,19 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	PprofAddr       string // empty = no profiler
 	LogLevel        slog.Level
+
+	// Cluster mode; NATSURL empty means a single node.
+	NATSURL        string
+	NodeID         string
+	StreamMaxAge   time.Duration
+	StreamMaxBytes int64
+	StreamStorage  string // "memory" or "file"
+	// PresenceHeartbeat is how often a node tells the others it is alive;
+	// PresenceExpiry is the silence after which they take it for dead and
+	// its uids leave. Not flags: PROTOCOL.md promises the bound (15 s),
+	// and tests shorten them.
+	PresenceHeartbeat time.Duration
+	PresenceExpiry    time.Duration
 }
 
 // defaultConfig is what `go run .` uses with no flags and no environment.
@@ -46,12 +60,21 @@ func defaultConfig() Config {
 		MaxConns:        100000,
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        slog.LevelInfo,
+
+		StreamMaxAge:      time.Hour,
+		StreamMaxBytes:    64 << 20,
+		StreamStorage:     "memory",
+		PresenceHeartbeat: 2 * time.Second,
+		PresenceExpiry:    10 * time.Second,
 	}
 }
 
 // envPrefix turns a flag name into its environment twin: -max-conns is
 // SWITCHBOARD_MAX_CONNS.
 func envName(flagName string) string {
+	if flagName == "nats" {
+		return "SWITCHBOARD_NATS_URL" // PROTOCOL.md's name for it
+	}
 	return "SWITCHBOARD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
@@ -78,6 +101,11 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
+	fs.StringVar(&cfg.NATSURL, "nats", "", "NATS server URL(s), comma list, for cluster mode; empty = a single node")
+	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's name in the cluster (letters, digits, - and _); default: host name plus a random suffix")
+	fs.DurationVar(&cfg.StreamMaxAge, "stream-max-age", cfg.StreamMaxAge, "cluster: drop stream messages older than this")
+	fs.Int64Var(&cfg.StreamMaxBytes, "stream-max-bytes", cfg.StreamMaxBytes, "cluster: bytes the stream keeps before dropping its oldest messages")
+	fs.StringVar(&cfg.StreamStorage, "stream-storage", cfg.StreamStorage, "cluster: stream storage, memory or file")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,6 +126,10 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		return cfg, err
 	}
 	cfg.LogLevel = level
+	if cfg.NodeID == "" {
+		hostname, _ := os.Hostname()
+		cfg.NodeID = defaultNodeID(hostname)
+	}
 	return cfg, validateConfig(cfg)
 }
 
@@ -131,6 +163,8 @@ func validateConfig(cfg Config) error {
 		{"max-queue-bytes", cfg.MaxQueueBytes > 0},
 		{"max-conns", cfg.MaxConns > 0},
 		{"shutdown-timeout", cfg.ShutdownTimeout > 0},
+		{"stream-max-age", cfg.StreamMaxAge > 0},
+		{"stream-max-bytes", cfg.StreamMaxBytes > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -158,6 +192,12 @@ func validateConfig(cfg Config) error {
 		if _, _, err := net.SplitHostPort(cfg.PprofAddr); err != nil {
 			return fmt.Errorf("invalid value %q for flag -pprof: %v", cfg.PprofAddr, err)
 		}
+	}
+	if !validNodeID(cfg.NodeID) {
+		return fmt.Errorf("invalid value %q for flag -node-id: 1-64 letters, digits, - or _", cfg.NodeID)
+	}
+	if cfg.StreamStorage != "memory" && cfg.StreamStorage != "file" {
+		return fmt.Errorf("invalid value %q for flag -stream-storage: want memory or file", cfg.StreamStorage)
 	}
 	for _, pattern := range cfg.AllowedOrigins {
 		if _, err := path.Match(pattern, ""); err != nil {

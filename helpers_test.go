@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ func TestMain(m *testing.M) {
 // deadline for correctness, not a performance assertion.
 const waitTimeout = 10 * time.Second
 
-// testServer is a real switchboard behind httptest, with its hub running.
+// testServer is a real switchboard behind httptest, with its hub running
+// (and in cluster mode its link to NATS).
 type testServer struct {
 	t    testing.TB
 	sb   *switchboard
@@ -38,6 +40,11 @@ type testServer struct {
 	// httpClient does not keep connections alive, so no transport
 	// goroutine outlives a test.
 	httpClient *http.Client
+	stopOnce   sync.Once
+	stopHub    func()
+	hubDone    chan struct{}
+	stopLink   func()
+	linkDone   chan struct{}
 }
 
 func testConfig() Config {
@@ -63,28 +70,52 @@ func startServer(t testing.TB, configure func(*Config)) *testServer {
 	if configure != nil {
 		configure(&cfg)
 	}
-	sb := newSwitchboard(cfg, testLogger())
+	sb, err := newSwitchboard(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
-	hubDone := make(chan struct{})
-	go func() {
-		defer close(hubDone)
-		sb.hub.Run(hubCtx)
-	}()
+	linkCtx, stopLink := context.WithCancel(context.Background())
 	ts := &testServer{
 		t: t, sb: sb, http: httptest.NewServer(sb.handler),
 		httpClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		stopHub:    stopHub, hubDone: make(chan struct{}),
+		stopLink: stopLink, linkDone: make(chan struct{}),
 	}
-	t.Cleanup(func() {
+	go func() {
+		defer close(ts.hubDone)
+		sb.hub.Run(hubCtx)
+	}()
+	go func() {
+		defer close(ts.linkDone)
+		if sb.cluster != nil {
+			if err := sb.cluster.Run(linkCtx); err != nil {
+				t.Errorf("cluster link: %v", err)
+			}
+		}
+	}()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// stop shuts the server down as serve does: goodbye to the cluster,
+// sessions flushed and closed, then the link and the hub.
+func (ts *testServer) stop() {
+	ts.stopOnce.Do(func() {
+		if ts.sb.cluster != nil {
+			ts.sb.cluster.goodbye(time.Second)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		if err := sb.factory.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+		if err := ts.sb.factory.Shutdown(ctx); err != nil {
+			ts.t.Errorf("shutdown: %v", err)
 		}
 		ts.http.Close()
-		stopHub()
-		<-hubDone
+		ts.stopLink()
+		<-ts.linkDone
+		ts.stopHub()
+		<-ts.hubDone
 	})
-	return ts
 }
 
 func (ts *testServer) wsURL(path string) string {

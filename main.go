@@ -42,33 +42,49 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newSwitchboard(cfg, log).serve(ctx, ln); err != nil {
+	sb, err := newSwitchboard(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard:", err)
+		os.Exit(1)
+	}
+	if err := sb.serve(ctx, ln); err != nil {
 		log.Error("switchboard stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
 // switchboard is one server: the hub, the session factory and the HTTP
-// routes in front of them.
+// routes in front of them, and in cluster mode the link to the broker.
 type switchboard struct {
 	cfg     Config
 	log     *slog.Logger
 	hub     *WebSocketServer
 	factory *SessionFactory
+	cluster *clusterLink // nil on a single node
 	handler http.Handler
 }
 
-func newSwitchboard(cfg Config, log *slog.Logger) *switchboard {
+// newSwitchboard builds a server; with -nats it also joins the cluster,
+// which fails when the broker cannot be reached or the node id is taken.
+func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchboard, error) {
 	m := newMetrics()
 	hub := NewWebSocketServer(m)
+	var link *clusterLink
+	if cfg.NATSURL != "" {
+		var err error
+		if link, err = connectCluster(ctx, cfg, hub, m, log); err != nil {
+			return nil, err
+		}
+		hub.cluster = link
+	}
 	factory := NewSessionFactory(hub, cfg, m, log)
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", factory)
 	mux.Handle("GET /ws/{room}", factory)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
-	(&api{hub: hub, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
+	(&api{hub: hub, cluster: link, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
 	registerWebRoutes(mux)
-	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, handler: mux}
+	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, cluster: link, handler: mux}, nil
 }
 
 // serve runs the hub and the HTTP server on ln until ctx ends, then shuts
@@ -84,8 +100,13 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()
+	clusterCtx, stopCluster := context.WithCancel(context.Background())
+	defer stopCluster()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sb.hub.Run(hubCtx) })
+	if sb.cluster != nil {
+		g.Go(func() error { return sb.cluster.Run(clusterCtx) })
+	}
 	if sb.cfg.PprofAddr != "" {
 		g.Go(func() error { return servePprof(gctx, sb.cfg.PprofAddr, sb.log) })
 	}
@@ -101,6 +122,11 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 		sb.log.Info("shutting down", "timeout", sb.cfg.ShutdownTimeout)
 		deadline, cancel := context.WithTimeout(context.Background(), sb.cfg.ShutdownTimeout)
 		defer cancel()
+		if sb.cluster != nil {
+			// First, so the other nodes see this node's uids leave at
+			// once rather than one by one as the sessions close.
+			sb.cluster.goodbye(time.Second)
+		}
 		// Plain HTTP requests and WebSocket sessions wind down side by
 		// side, so a slow request cannot eat the sessions' time.
 		var parts errgroup.Group
@@ -109,6 +135,7 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 		if err := parts.Wait(); err != nil {
 			sb.log.Warn("shutdown incomplete", "err", err)
 		}
+		stopCluster()
 		stopHub()
 		sb.log.Info("shutdown complete")
 		return nil

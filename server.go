@@ -27,6 +27,12 @@ type WebSocketServer struct {
 	// ever accepted for them.
 	closing bool
 
+	// cluster is nil on a single node. With it, room traffic and DMs go
+	// through the broker and come back as ClusterDelivery commands, and
+	// remote holds the other nodes' sessions.
+	cluster *clusterLink
+	remote  remoteView
+
 	metrics *metrics
 	now     func() time.Time
 }
@@ -59,6 +65,7 @@ func NewWebSocketServer(m *metrics) *WebSocketServer {
 		done:     make(chan struct{}),
 		rooms:    make(map[string]*room),
 		byUID:    make(map[string][]*UserSession),
+		remote:   newRemoteView(),
 		metrics:  m,
 		now:      time.Now,
 	}
@@ -167,15 +174,6 @@ func (r *room) remove(s *UserSession) bool {
 	return true
 }
 
-func (r *room) online() []string {
-	uids := make([]string, 0, len(r.uids))
-	for uid := range r.uids {
-		uids = append(uids, uid)
-	}
-	slices.Sort(uids)
-	return uids
-}
-
 func (h *WebSocketServer) updateGauges() {
 	h.metrics.sessions.Set(float64(h.sessionCount))
 	h.metrics.rooms.Set(float64(len(h.rooms)))
@@ -197,9 +195,10 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	h.byUID[s.uid] = append(h.byUID[s.uid], s)
 	h.sessionCount++
 	h.updateGauges()
+	h.presenceChanged(r, s.uid)
 
-	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: r.online()})
-	if r.uids[s.uid] == 1 {
+	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: h.online(s.room)})
+	if r.uids[s.uid] == 1 && h.remote.sessions(s.room, s.uid) == 0 {
 		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)
 	}
 }
@@ -226,6 +225,9 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	r.uids[s.uid]--
 	if r.uids[s.uid] == 0 {
 		delete(r.uids, s.uid)
+	}
+	h.presenceChanged(r, s.uid)
+	if r.uids[s.uid] == 0 && h.remote.sessions(r.name, s.uid) == 0 {
 		if !h.closing { // at shutdown everyone leaves; nobody needs telling
 			h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "left", UID: s.uid, Room: r.name}}, nil)
 		}
@@ -247,6 +249,10 @@ func (c UserMessage) apply(h *WebSocketServer) {
 	if r == nil || h.refuse(c.Session) {
 		return
 	}
+	if h.cluster != nil {
+		h.forward(clusterOut{kind: kindMessage, room: r.name, from: c.Session.uid, text: c.Text, session: c.Session})
+		return
+	}
 	r.seq++
 	h.deliver(r.members, &encodedEvent{ev: &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}}, nil)
 }
@@ -260,6 +266,10 @@ type BinaryMessage struct {
 func (c BinaryMessage) apply(h *WebSocketServer) {
 	r := h.rooms[c.Session.room]
 	if r == nil || h.refuse(c.Session) {
+		return
+	}
+	if h.cluster != nil {
+		h.forward(clusterOut{kind: kindBinary, room: r.name, from: c.Session.uid, data: c.Data, session: c.Session})
 		return
 	}
 	// Binary data goes out unchanged, the same in every mode.
@@ -280,8 +290,12 @@ func (c DirectMessage) apply(h *WebSocketServer) {
 		return
 	}
 	targets := h.byUID[c.To]
-	if len(targets) == 0 {
+	if len(targets) == 0 && h.remote.uids[c.To] == 0 {
 		h.send(c.From, newErrorEvent(notOnline(c.To)))
+		return
+	}
+	if h.cluster != nil {
+		h.forward(clusterOut{kind: kindDirect, from: c.From.uid, to: c.To, text: c.Text, session: c.From})
 		return
 	}
 	dm := &directEvent{Type: "direct", From: c.From.uid, To: c.To, Text: c.Text, TS: h.timestamp()}
@@ -299,7 +313,7 @@ func (c WhoQuery) apply(h *WebSocketServer) {
 	if r == nil {
 		return
 	}
-	h.send(c.Session, &presenceEvent{Type: "presence", Room: r.name, Online: r.online()})
+	h.send(c.Session, &presenceEvent{Type: "presence", Room: r.name, Online: h.online(r.name)})
 }
 
 // Publish is a message from the HTTP API to a room. Exactly one of Text and
@@ -321,6 +335,10 @@ type PublishResult struct {
 func (c Publish) apply(h *WebSocketServer) {
 	if h.closing {
 		c.Reply <- PublishResult{Err: errShuttingDown}
+		return
+	}
+	if h.cluster != nil {
+		h.publishToCluster(c)
 		return
 	}
 	r := h.rooms[c.Room]
@@ -346,7 +364,12 @@ type ListRooms struct{ Reply chan []RoomSummary }
 func (c ListRooms) apply(h *WebSocketServer) {
 	list := make([]RoomSummary, 0, len(h.rooms))
 	for _, r := range h.rooms {
-		list = append(list, RoomSummary{Room: r.name, Users: len(r.uids), Sessions: len(r.members)})
+		list = append(list, RoomSummary{Room: r.name, Users: len(h.online(r.name)), Sessions: len(r.members) + h.remoteSessions(r.name)})
+	}
+	for name, rr := range h.remote.rooms {
+		if h.rooms[name] == nil {
+			list = append(list, RoomSummary{Room: name, Users: len(rr.uids), Sessions: rr.sessions})
+		}
 	}
 	slices.SortFunc(list, func(a, b RoomSummary) int { return strings.Compare(a.Room, b.Room) })
 	c.Reply <- list
@@ -360,11 +383,7 @@ type RoomPresence struct {
 }
 
 func (c RoomPresence) apply(h *WebSocketServer) {
-	if r := h.rooms[c.Room]; r != nil {
-		c.Reply <- r.online()
-		return
-	}
-	c.Reply <- []string{}
+	c.Reply <- h.online(c.Room)
 }
 
 // RequestError answers a session's mistake. It goes through the hub like

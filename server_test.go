@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +33,10 @@ func TestHealthcheck(t *testing.T) {
 // A hub loop that does not turn (here: never started) makes the health
 // check fail within its 1 s bound.
 func TestHealthcheckHubNotAnswering(t *testing.T) {
-	sb := newSwitchboard(testConfig(), testLogger())
+	sb, err := newSwitchboard(context.Background(), testConfig(), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := newStandaloneHTTP(t, sb.handler)
 	resp, err := srv.Client().Get(srv.URL + "/healthcheck")
 	if err != nil {

@@ -1,0 +1,497 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// Cluster mode: nodes share one JetStream stream for room traffic and DMs
+// (the stream's sequence is the one order every node delivers in) and core
+// NATS subjects for presence. The hub never calls NATS itself: it hands
+// outgoing traffic to clusterLink's publisher through a bounded channel and
+// gets stream messages back as ClusterDelivery commands.
+const (
+	streamName      = "SWITCHBOARD"
+	roomSubject     = "switchboard.room"
+	directSubject   = "switchboard.dm"
+	presenceSubject = "switchboard.presence"
+	// nodeSubjectPrefix + node id answers "is this node id live?", so a
+	// second node with the same id refuses to start.
+	nodeSubjectPrefix = "switchboard.node."
+
+	// outgoingCapacity bounds the traffic waiting for the publisher; past
+	// it a node refuses new messages rather than queueing without limit.
+	outgoingCapacity = 8192
+	// publishAckTimeout bounds how long a message may wait for the
+	// stream's ack before its sender is told it was not sent.
+	publishAckTimeout = 5 * time.Second
+)
+
+// Headers of a stream message. The body is the text, the publish data or
+// the binary payload, unchanged.
+const (
+	headerKind    = "Sb-Kind" // one of the kind* values
+	headerRoom    = "Sb-Room"
+	headerFrom    = "Sb-From"
+	headerTo      = "Sb-To"
+	headerTS      = "Sb-Ts"
+	headerNode    = "Sb-Node"    // the node that published it
+	headerSession = "Sb-Session" // the sending session, for a DM's echo
+	headerData    = "Sb-Data"    // "1" when a publish carries JSON data
+)
+
+const (
+	kindMessage = "message"
+	kindPublish = "publish"
+	kindBinary  = "binary"
+	kindDirect  = "direct"
+)
+
+var (
+	// errClusterUnavailable refuses traffic the broker cannot take now.
+	errClusterUnavailable = errors.New("cluster unavailable")
+	clusterUnavailable    = &requestError{codeUnavailable, "cluster unavailable, message not sent"}
+)
+
+// clusterOut is one message on its way from the hub to the stream, with
+// whoever must hear about it if it does not get there.
+type clusterOut struct {
+	kind      string
+	room      string
+	from      string
+	to        string
+	text      string
+	data      []byte // publish data (JSON) or binary payload
+	ts        string
+	session   *UserSession       // the sender, told on failure; nil for API publishes
+	reply     chan PublishResult // API publishes: answered once the stream has it
+	recipient int                // API publishes: the recipients counted at enqueue
+}
+
+// pendingAck is a published message waiting for the stream's ack.
+type pendingAck struct {
+	out     clusterOut
+	future  jetstream.PubAckFuture
+	started time.Time
+}
+
+// clusterLink is one node's connection to the broker. Its goroutines are
+// started by Run and end when Run's context ends.
+type clusterLink struct {
+	cfg     Config
+	node    string
+	log     *slog.Logger
+	metrics *metrics
+	hub     *WebSocketServer
+
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	connected   atomic.Bool   // the NATS connection is up
+	closing     atomic.Bool   // Run is closing the connection on purpose
+	streamReady atomic.Bool   // the stream was found or made since the last (re)connect
+	lastSeq     atomic.Uint64 // last stream sequence delivered here
+	reconnected chan struct{} // one pending signal per reconnect, for the stream keeper
+	outgoing    chan clusterOut
+	acks        chan pendingAck
+	presence    *presenceLoop
+}
+
+// connectCluster dials NATS, refuses a node id that is already live, and
+// makes sure the stream exists. The broker must be reachable at start;
+// afterwards the link reconnects by itself.
+func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *metrics, log *slog.Logger) (*clusterLink, error) {
+	c := &clusterLink{
+		cfg: cfg, node: cfg.NodeID, log: log.With("node", cfg.NodeID), metrics: m, hub: hub,
+		reconnected: make(chan struct{}, 1),
+		outgoing:    make(chan clusterOut, outgoingCapacity),
+		acks:        make(chan pendingAck, outgoingCapacity),
+	}
+	c.presence = newPresenceLoop(c)
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("switchboard "+cfg.NodeID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		// No buffering while disconnected: a message that cannot reach the
+		// broker is refused at once, never sent late.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(c.onDisconnect),
+		nats.ReconnectHandler(c.onReconnect),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	c.nc = nc
+	c.connected.Store(true)
+	if err := c.claimNodeID(); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(outgoingCapacity),
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	c.js = js
+	if err := c.ensureStream(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.metrics.watchCluster(c)
+	return c, nil
+}
+
+// claimNodeID fails when another live node answers for this node id, and
+// otherwise answers for it from now on, until the connection closes.
+func (c *clusterLink) claimNodeID() error {
+	subject := nodeSubjectPrefix + c.node
+	_, err := c.nc.Request(subject, nil, time.Second)
+	switch {
+	case err == nil:
+		return fmt.Errorf("node id %q is already live in the cluster (see -node-id)", c.node)
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
+	default:
+		return fmt.Errorf("check node id %q: %w", c.node, err)
+	}
+	if _, err := c.nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(c.node)) }); err != nil {
+		return fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	return nil
+}
+
+// streamConfig is the stream as the flags describe it. firstSeq is used
+// only when the stream is created, so that after a broker restart lost a
+// memory stream, seq keeps increasing.
+func (c *clusterLink) streamConfig(firstSeq uint64) jetstream.StreamConfig {
+	storage := jetstream.MemoryStorage
+	if c.cfg.StreamStorage == "file" {
+		storage = jetstream.FileStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        streamName,
+		Description: "switchboard room messages, publishes and DMs",
+		Subjects:    []string{roomSubject, directSubject},
+		Storage:     storage,
+		MaxAge:      c.cfg.StreamMaxAge,
+		MaxBytes:    c.cfg.StreamMaxBytes,
+		Discard:     jetstream.DiscardOld,
+		FirstSeq:    firstSeq,
+	}
+}
+
+// ensureStream finds the stream, or makes it, and brings its limits in
+// line with the flags.
+func (c *clusterLink) ensureStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stream, err := c.js.Stream(ctx, streamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = c.js.CreateStream(ctx, c.streamConfig(c.lastSeq.Load()+1))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // another node made it first
+		}
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", streamName, err)
+		}
+		c.streamReady.Store(true)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", streamName, err)
+	}
+	have := stream.CachedInfo().Config
+	want := c.streamConfig(have.FirstSeq)
+	if have.Storage != want.Storage {
+		c.log.Warn("stream storage differs from -stream-storage; keeping the stream as it is",
+			"stream", streamName, "have", have.Storage.String(), "want", want.Storage.String())
+		want.Storage = have.Storage
+	}
+	if have.MaxAge != want.MaxAge || have.MaxBytes != want.MaxBytes {
+		if _, err := c.js.UpdateStream(ctx, want); err != nil {
+			return fmt.Errorf("update stream %s limits: %w", streamName, err)
+		}
+	}
+	c.streamReady.Store(true)
+	return nil
+}
+
+func (c *clusterLink) onDisconnect(_ *nats.Conn, err error) {
+	if c.connected.Swap(false) && !c.closing.Load() {
+		c.streamReady.Store(false)
+		c.metrics.clusterUp.Set(0)
+		c.log.Warn("cluster unavailable: lost the NATS connection", "err", err)
+	}
+}
+
+func (c *clusterLink) onReconnect(nc *nats.Conn) {
+	c.connected.Store(true)
+	c.log.Info("NATS connection back", "url", nc.ConnectedUrlRedacted())
+	for _, signal := range []chan struct{}{c.reconnected, c.presence.reconnect} {
+		select {
+		case signal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// available reports whether traffic can go through the broker now. The
+// hub asks it for every message, so it reads two atomics and nothing else.
+func (c *clusterLink) available() bool {
+	return c.connected.Load() && c.streamReady.Load()
+}
+
+// forward hands a message to the publisher without waiting; false means
+// it was not taken and the sender must be told.
+func (c *clusterLink) forward(out clusterOut) bool {
+	if !c.available() {
+		return false
+	}
+	select {
+	case c.outgoing <- out:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run runs the link's goroutines until ctx ends, then closes the NATS
+// connection.
+func (c *clusterLink) Run(ctx context.Context) error {
+	defer func() {
+		c.closing.Store(true)
+		c.nc.Close()
+	}()
+	consumer, err := c.startConsumer(ctx)
+	if ctx.Err() != nil {
+		return nil // stopped while starting
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		consumer.Stop()
+		<-consumer.Closed()
+	}()
+	c.metrics.clusterUp.Set(1)
+	c.log.Info("joined the cluster", "nats", c.nc.ConnectedUrlRedacted(), "stream", streamName)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.publishLoop(gctx) })
+	g.Go(func() error { return c.ackLoop(gctx) })
+	g.Go(func() error { return c.keepStream(gctx) })
+	g.Go(func() error { return c.presence.run(gctx) })
+	return g.Wait()
+}
+
+// startConsumer follows the stream from now on with an ordered consumer:
+// nats.go recreates it after a gap or a reconnect, resuming after the last
+// message it delivered, so every node sees the stream's order.
+func (c *clusterLink) startConsumer(ctx context.Context) (jetstream.ConsumeContext, error) {
+	setup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	consumer, err := c.js.OrderedConsumer(setup, streamName, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s: %w", streamName, err)
+	}
+	consuming, err := consumer.Consume(func(m jetstream.Msg) { c.deliver(ctx, m) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Debug("stream consumer", "err", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", streamName, err)
+	}
+	return consuming, nil
+}
+
+// deliver turns one stream message into a hub command. It may wait for
+// the hub; that only slows this node's consumer, never the hub.
+func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		c.log.Warn("stream message without metadata", "err", err)
+		return
+	}
+	c.lastSeq.Store(meta.Sequence.Stream)
+	c.metrics.consumerPending.Set(float64(meta.NumPending))
+	h := m.Headers()
+	d := ClusterDelivery{
+		Kind: h.Get(headerKind), Room: h.Get(headerRoom), From: h.Get(headerFrom), To: h.Get(headerTo),
+		TS: h.Get(headerTS), Node: h.Get(headerNode), SessionID: h.Get(headerSession),
+		Seq: meta.Sequence.Stream, Body: m.Data(), IsData: h.Get(headerData) == "1",
+	}
+	_ = c.hub.submit(ctx, d)
+}
+
+// message is out as the stream stores it.
+func (out clusterOut) message(node string) *nats.Msg {
+	m := nats.NewMsg(roomSubject)
+	if out.kind == kindDirect {
+		m.Subject = directSubject
+	}
+	m.Header.Set(headerKind, out.kind)
+	m.Header.Set(headerNode, node)
+	m.Header.Set(headerTS, out.ts)
+	if out.room != "" {
+		m.Header.Set(headerRoom, out.room)
+	}
+	if out.from != "" {
+		m.Header.Set(headerFrom, out.from)
+	}
+	if out.to != "" {
+		m.Header.Set(headerTo, out.to)
+	}
+	if out.session != nil {
+		m.Header.Set(headerSession, out.session.id)
+	}
+	if out.kind == kindPublish && out.data != nil {
+		m.Header.Set(headerData, "1")
+	}
+	if out.data != nil {
+		m.Data = out.data
+	} else {
+		m.Data = []byte(out.text)
+	}
+	return m
+}
+
+// publishLoop publishes in the order the hub accepted, without waiting for
+// each ack: the stream keeps one connection's order, so a node's messages
+// reach it in the order their senders sent them.
+func (c *clusterLink) publishLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case out := <-c.outgoing:
+			started := time.Now()
+			// No retries: a retried message could land after a later one.
+			future, err := c.js.PublishMsgAsync(out.message(c.node), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(time.Second))
+			if err != nil {
+				c.fail(ctx, out, err)
+				continue
+			}
+			select {
+			case c.acks <- pendingAck{out: out, future: future, started: started}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// ackLoop waits for acks in publish order and answers whoever waits.
+func (c *clusterLink) ackLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case p := <-c.acks:
+			select {
+			case <-p.future.Ok():
+				c.metrics.publishSeconds.Observe(time.Since(p.started).Seconds())
+				if p.out.reply != nil {
+					p.out.reply <- PublishResult{Recipients: p.out.recipient}
+				}
+			case err := <-p.future.Err():
+				c.fail(ctx, p.out, err)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// fail tells a message's sender that it was not sent.
+func (c *clusterLink) fail(ctx context.Context, out clusterOut, err error) {
+	c.metrics.publishErrors.Inc()
+	c.log.Debug("publish failed", "kind", out.kind, "room", out.room, "err", err)
+	if out.reply != nil {
+		out.reply <- PublishResult{Err: errClusterUnavailable}
+		return
+	}
+	if out.session != nil {
+		_ = c.hub.submit(ctx, RequestError{Session: out.session, Err: clusterUnavailable})
+	}
+}
+
+// keepStream makes sure the stream exists after every reconnect: a broker
+// restarted with memory storage has lost it. Until then the node refuses
+// traffic and /healthcheck says the cluster is unavailable.
+func (c *clusterLink) keepStream(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.reconnected:
+		}
+		for !c.streamReady.Load() {
+			err := c.ensureStream(ctx)
+			if err == nil {
+				c.metrics.clusterUp.Set(1)
+				c.log.Info("cluster available again", "stream", streamName)
+				break
+			}
+			c.log.Warn("stream not ready", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// goodbye tells the other nodes this node's uids are leaving now, so they
+// need not wait for its heartbeats to stop. It returns once the message is
+// on the wire or the timeout passed.
+func (c *clusterLink) goodbye(timeout time.Duration) {
+	c.presence.goodbye(timeout)
+}
+
+// defaultNodeID is the host name (made safe for a NATS subject) and a
+// random suffix, so two nodes on one host differ.
+func defaultNodeID(hostname string) string {
+	clean := strings.Map(func(r rune) rune {
+		if validNodeIDRune(r) {
+			return r
+		}
+		return '-'
+	}, hostname)
+	if clean == "" {
+		clean = "node"
+	}
+	if len(clean) > 50 {
+		clean = clean[:50]
+	}
+	return clean + "-" + newSessionID()[:6]
+}
+
+func validNodeIDRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
+// validNodeID keeps node ids usable in a NATS subject token.
+func validNodeID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !validNodeIDRune(r) {
+			return false
+		}
+	}
+	return true
+}
