@@ -121,6 +121,9 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		nats.Name("switchboard "+cfg.NodeID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// A silent network failure shows within about 10 s, not minutes.
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
 		// No buffering while disconnected: a message that cannot reach the
 		// broker is refused at once, never sent late.
 		nats.ReconnectBufSize(-1),

@@ -29,6 +29,13 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sb, err := newSwitchboard(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard:", err)
+		os.Exit(1)
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "switchboard: cannot listen on -addr %s: %v\n", cfg.Addr, err)
@@ -39,13 +46,6 @@ func main() {
 	} else {
 		// A few descriptors go to the listener, logs and the runtime.
 		log.Info("connection ceiling", "open_files", files, "max_conns", min(int64(files)-64, cfg.MaxConns))
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	sb, err := newSwitchboard(ctx, cfg, log)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "switchboard:", err)
-		os.Exit(1)
 	}
 	if err := sb.serve(ctx, ln); err != nil {
 		log.Error("switchboard stopped", "err", err)

@@ -67,8 +67,14 @@ var listeningLine = regexp.MustCompile(`msg="switchboard listening" addr=(\S+)`)
 // listens.
 func startProcess(t *testing.T, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, nil, args...)
+}
+
+// startProcessEnv is startProcess with extra environment variables.
+func startProcessEnv(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
 	cmd := exec.Command(buildBinary(t), append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
+	cmd.Env = append(append(os.Environ(), "LOG_LEVEL=info"), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -309,6 +315,14 @@ func TestBadOptionsExit(t *testing.T) {
 		{[]string{"-pprof", "6060"}, "", "-pprof"},
 		{[]string{"-max-message-bytes", "9223372036854775807"}, "", "-max-message-bytes"},
 		{[]string{"-allowed-origins", "ok.example.com,["}, "", "-allowed-origins"},
+		{[]string{"-node-id", "a.b"}, "", "-node-id"},
+		{nil, "SWITCHBOARD_NODE_ID=" + strings.Repeat("n", 65), "-node-id"},
+		{[]string{"-stream-storage", "disk"}, "", "-stream-storage"},
+		{[]string{"-stream-max-age", "0s"}, "", "-stream-max-age"},
+		{[]string{"-stream-max-bytes", "0"}, "", "-stream-max-bytes"},
+		// The broker must be reachable at start (exit 1, not 2).
+		{[]string{"-nats", "nats://127.0.0.1:1"}, "", "NATS"},
+		{nil, "SWITCHBOARD_NATS_URL=nats://127.0.0.1:1", "NATS"},
 	}
 	for _, tc := range cases {
 		cmd := exec.Command(bin, tc.args...)
