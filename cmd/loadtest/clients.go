@@ -19,18 +19,25 @@ const dialTimeout = 10 * time.Second
 
 // runEnv is what every scenario needs to reach and observe the server.
 type runEnv struct {
-	target   Target
-	url      string         // address to dial, room included
-	sources  []*http.Client // one per source address; connection i uses sources[i%len]
-	probe    serverProbe    // server CPU/RSS readings (-pid)
-	dialConc int            // handshakes in flight at most
-	progress *progressSink  // where live progress lines go; nil for none
+	target Target
+	// urls are the receivers' and idle connections' endpoints, room
+	// included; senderURLs are the fanout senders' (the same list unless
+	// -sender-url was given). Several entries spread connections over the
+	// nodes of a cluster.
+	urls       []string
+	senderURLs []string
+	sources    []*http.Client // one per source address; connection i uses sources[i%len]
+	probe      serverProbe    // server CPU/RSS readings (-pid)
+	dialConc   int            // handshakes in flight at most
+	progress   *progressSink  // where live progress lines go; nil for none
 }
 
 // sourceClients builds one HTTP client per source address 127.0.0.1 ..
-// 127.0.0.n. Each (source, server) pair has its own ephemeral port range,
-// so spreading connections over n sources lets one run open far more than
-// the ~28,000 connections a single source address allows.
+// 127.0.0.n. The dialer binds the source address before connecting, so
+// the kernel picks the port at bind time, where a port in use towards any
+// server is taken: each source address has one ephemeral port range
+// (~28,000 here) for all servers together, however many nodes are loaded.
+// Spreading connections over n sources lets one run open far more.
 func sourceClients(n int) []*http.Client {
 	clients := make([]*http.Client, n)
 	for i := range clients {
@@ -45,20 +52,20 @@ func sourceClients(n int) []*http.Client {
 	return clients
 }
 
-// dial opens connection number index (which picks its source address) for
-// uid and checks that the server agreed to the target's subprotocol.
-func (e *runEnv) dial(ctx context.Context, index int, uid string) (*websocket.Conn, error) {
-	opts := e.target.DialOptions(uid)
+// dial opens connection number index (which picks its source address) as
+// spec says and checks that the server agreed to the target's subprotocol.
+func (e *runEnv) dial(ctx context.Context, index int, spec dialSpec) (*websocket.Conn, error) {
+	opts := e.target.DialOptions(spec.uid)
 	opts.HTTPClient = e.sources[index%len(e.sources)]
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	conn, _, err := websocket.Dial(dctx, e.url, opts)
+	conn, _, err := websocket.Dial(dctx, spec.url, opts)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s as %q: %w", e.url, uid, err)
+		return nil, fmt.Errorf("dial %s as %q: %w", spec.url, spec.uid, err)
 	}
 	if len(opts.Subprotocols) > 0 && conn.Subprotocol() != opts.Subprotocols[0] {
 		conn.CloseNow()
-		return nil, fmt.Errorf("dial %s: server chose subprotocol %q, want %q", e.url, conn.Subprotocol(), opts.Subprotocols[0])
+		return nil, fmt.Errorf("dial %s: server chose subprotocol %q, want %q", spec.url, conn.Subprotocol(), opts.Subprotocols[0])
 	}
 	// Batched server messages can be large; our own limit must never be
 	// the reason a connection drops.
@@ -69,36 +76,45 @@ func (e *runEnv) dial(ctx context.Context, index int, uid string) (*websocket.Co
 // dialResult summarises one dialMany call.
 type dialResult struct {
 	conns    []*websocket.Conn // nil where the dial failed
+	clients  []*client         // their readers, nil where the dial failed
 	opened   int
 	failed   int
 	firstErr error
 	elapsed  time.Duration
 }
 
-// dialMany opens one connection per uid, at most e.dialConc handshakes at
+// dialMany opens one connection per spec, at most e.dialConc handshakes at
 // a time, so the server sees a steady handshake stream rather than a
-// thundering herd. firstIndex is the global number of uids[0] (it picks
-// source addresses). opened is bumped as each dial succeeds, for progress
-// lines. It returns when every dial has finished.
-func (e *runEnv) dialMany(ctx context.Context, firstIndex int, uids []string, opened *atomic.Int64) dialResult {
-	res := dialResult{conns: make([]*websocket.Conn, len(uids))}
-	errs := make([]error, len(uids))
+// thundering herd. firstIndex is the global number of specs[0] (it picks
+// source addresses). Each connection's reader, reader(i) for specs[i],
+// starts as soon as it is open: a dial phase can outlast the server's ping
+// interval plus pong timeout (100,000 connections take over a minute), and
+// a connection nobody reads answers no ping and is dropped. opened is
+// bumped as each dial succeeds, for progress lines. It returns when every
+// dial has finished.
+func (e *runEnv) dialMany(ctx context.Context, firstIndex int, specs []dialSpec, reader func(i int) messageHandler, opened *atomic.Int64) dialResult {
+	res := dialResult{conns: make([]*websocket.Conn, len(specs)), clients: make([]*client, len(specs))}
+	errs := make([]error, len(specs))
 	work := make(chan int)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < min(e.dialConc, len(uids)); w++ {
+	for w := 0; w < min(e.dialConc, len(specs)); w++ {
 		wg.Add(1)
 		go func() { // worker: ends when work is closed
 			defer wg.Done()
 			for i := range work {
-				res.conns[i], errs[i] = e.dial(ctx, firstIndex+i, uids[i])
-				if errs[i] == nil && opened != nil {
+				res.conns[i], errs[i] = e.dial(ctx, firstIndex+i, specs[i])
+				if errs[i] != nil {
+					continue
+				}
+				res.clients[i] = startReader(res.conns[i], reader(i))
+				if opened != nil {
 					opened.Add(1)
 				}
 			}
 		}()
 	}
-	for i := range uids {
+	for i := range specs {
 		if ctx.Err() != nil {
 			errs[i] = ctx.Err()
 			continue
@@ -132,29 +148,24 @@ type client struct {
 	dropErr error         // why the server side ended it; valid after done
 }
 
-// startClient starts the reader goroutine of conn. onMessage, if not nil,
-// gets every text message (the slice is reused afterwards); the goroutine
-// ends when the connection closes, by us (close) or by the server (a drop).
-func startClient(conn *websocket.Conn, onMessage func([]byte)) *client {
+// messageHandler consumes one received message from r (to its end).
+type messageHandler func(typ websocket.MessageType, r io.Reader) error
+
+// startReader starts the reader goroutine of conn, which hands every
+// message to handle; the goroutine ends when the connection closes, by us
+// (close) or by the server (a drop).
+func startReader(conn *websocket.Conn, handle messageHandler) *client {
 	c := &client{conn: conn, done: make(chan struct{})}
-	go c.readLoop(onMessage)
+	go c.readLoop(handle)
 	return c
 }
 
-func (c *client) readLoop(onMessage func([]byte)) {
+func (c *client) readLoop(handle messageHandler) {
 	defer close(c.done)
-	var buf bytes.Buffer
 	for {
 		typ, r, err := c.conn.Reader(context.Background())
 		if err == nil {
-			if onMessage == nil || typ != websocket.MessageText {
-				_, err = io.Copy(io.Discard, r)
-			} else {
-				buf.Reset()
-				if _, err = buf.ReadFrom(r); err == nil {
-					onMessage(buf.Bytes())
-				}
-			}
+			err = handle(typ, r)
 		}
 		if err != nil {
 			if !c.closing.Load() {
@@ -162,6 +173,42 @@ func (c *client) readLoop(onMessage func([]byte)) {
 			}
 			return
 		}
+	}
+}
+
+// discard reads a message to its end and forgets it.
+func discard(_ websocket.MessageType, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// bufferText hands every whole text message to onMessage through one
+// buffer reused for the connection's life; nil discards everything.
+func bufferText(onMessage func([]byte)) messageHandler {
+	if onMessage == nil {
+		return discard
+	}
+	var buf bytes.Buffer
+	return func(typ websocket.MessageType, r io.Reader) error {
+		if typ != websocket.MessageText {
+			return discard(typ, r)
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		onMessage(buf.Bytes())
+		return nil
+	}
+}
+
+// ended reports whether the reader has returned (closed or dropped).
+func (c *client) ended() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -193,20 +240,24 @@ func closeAll(clients []*client) int {
 	return dropped
 }
 
+// dropReason is why the first dropped client in clients ended, or "".
+// Only meaningful after their readers have returned.
+func dropReason(clients []*client) string {
+	for _, c := range clients {
+		if c != nil && c.dropped() {
+			return c.dropErr.Error()
+		}
+	}
+	return ""
+}
+
 // liveDrops counts, without closing anything, the clients whose reader has
 // already ended on its own.
 func liveDrops(clients []*client) int {
 	n := 0
 	for _, c := range clients {
-		if c == nil {
-			continue
-		}
-		select {
-		case <-c.done:
-			if c.dropped() {
-				n++
-			}
-		default:
+		if c != nil && c.ended() && c.dropped() {
+			n++
 		}
 	}
 	return n

@@ -76,7 +76,8 @@ func startBroadcastServer(t *testing.T) string {
 }
 
 func testEnv(url string) *runEnv {
-	return &runEnv{target: targets["gorilla"], url: url, sources: sourceClients(2), dialConc: 8}
+	return &runEnv{target: targets["gorilla"], urls: []string{url}, senderURLs: []string{url},
+		sources: sourceClients(2), dialConc: 8}
 }
 
 func TestFanoutEndToEnd(t *testing.T) {
@@ -148,5 +149,50 @@ func TestBadFlagsExit2WithOneLine(t *testing.T) {
 		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, flagName) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %s", args, code, out, flagName)
 		}
+	}
+}
+
+// pingingServer pings every connection as soon as it is accepted and
+// drops it if the pong does not come within pongTimeout, like switchboard's
+// heartbeat; each handshake takes accept time.
+func pingingServer(t *testing.T, accept, pongTimeout time.Duration) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(accept)
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		ctx := conn.CloseRead(r.Context()) // reads, so pongs are seen
+		for {
+			pctx, cancel := context.WithTimeout(ctx, pongTimeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pongTimeout / 4):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+}
+
+// The dial phase of a big run outlasts the server's ping interval plus
+// pong timeout; connections opened early must answer pings meanwhile.
+func TestIdleConnectionsAnswerPingsWhileDialing(t *testing.T) {
+	env := testEnv(pingingServer(t, 40*time.Millisecond, 200*time.Millisecond))
+	env.dialConc = 1 // 20 handshakes in a row: about 800 ms of dialing
+	res, err := runIdle(context.Background(), env, idleConfig{Conns: 20, Hold: 300 * time.Millisecond, Procs: 1, UIDs: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Opened != 20 || res.Dropped != 0 {
+		t.Fatalf("opened %d, dropped %d (%s); want 20 held", res.Opened, res.Dropped, res.DropReason)
 	}
 }

@@ -120,20 +120,15 @@ func fanoutUIDs(cfg fanoutConfig) []string {
 // open loop for cfg.Duration, drains, and measures.
 func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResult, error) {
 	f := newFanoutRun(env.target, cfg)
-	uids := fanoutUIDs(cfg)
+	specs := fanoutSpecs(cfg, env.urls, env.senderURLs)
 
 	var opened atomic.Int64
 	prog := startProgress(env.progress, func() string {
-		return fmt.Sprintf("dialing %d/%d", opened.Load(), len(uids))
+		return fmt.Sprintf("dialing %d/%d", opened.Load(), len(specs))
 	})
-	dr := env.dialMany(ctx, 0, uids, &opened)
+	dr := env.dialMany(ctx, 0, specs, func(i int) messageHandler { return bufferText(f.receiver(i)) }, &opened)
 	prog.stop()
-	f.clients = make([]*client, len(uids))
-	for i, conn := range dr.conns {
-		if conn != nil {
-			f.clients[i] = startClient(conn, f.receiver(i))
-		}
-	}
+	f.clients = dr.clients
 	closed := false
 	defer func() {
 		if !closed {
@@ -141,7 +136,7 @@ func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResul
 		}
 	}()
 	if dr.failed > 0 {
-		return nil, fmt.Errorf("fanout: %d of %d dials failed: %w", dr.failed, len(uids), dr.firstErr)
+		return nil, fmt.Errorf("fanout: %d of %d dials failed: %w", dr.failed, len(specs), dr.firstErr)
 	}
 	senders := dr.conns[:cfg.Senders]
 	if err := f.warmUp(ctx, senders[0]); err != nil {
@@ -352,12 +347,7 @@ func (f *fanoutRun) result(start time.Time, dropped int) *FanoutResult {
 		res.MessagesSent += n
 		res.MessagesScheduled += scheduledCount(cfg.Duration, senderPhase(interval, i, cfg.Senders), interval)
 	}
-	for _, c := range f.clients {
-		if c != nil && c.dropped() {
-			res.DropReason = c.dropErr.Error()
-			break
-		}
-	}
+	res.DropReason = dropReason(f.clients)
 	totals := sumTrackers(f.trackers)
 	res.ExpectedDeliveries = expectedDeliveries(sent, len(f.clients))
 	res.Delivered = totals.Received

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -28,6 +29,13 @@ type idleConfig struct {
 	// WorkerArgs are the flags that tell a child process which server to
 	// load (target, url, room, sources); used when Procs > 1.
 	WorkerArgs []string
+	// PublishURL, when set, is switchboard's HTTP publish endpoint: once
+	// every connection is open, the parent publishes Marker there once and
+	// measures how long it takes to reach them all, waiting at most
+	// PublishWait. The parent draws Marker and hands it to its children.
+	PublishURL  string
+	PublishWait time.Duration
+	Marker      string
 }
 
 // IdleResult is every parameter and measure of one idle run.
@@ -41,8 +49,22 @@ type IdleResult struct {
 	FirstDialError   string  `json:"first_dial_error,omitempty"`
 	DialSeconds      float64 `json:"dial_s"`
 	HandshakesPerSec float64 `json:"handshakes_per_s"`
-	// Dropped counts connections the server closed before the hold ended.
-	Dropped              int      `json:"dropped"`
+	// Dropped counts connections the server closed before the hold ended;
+	// DropReason is the first one's read error.
+	Dropped    int    `json:"dropped"`
+	DropReason string `json:"drop_reason,omitempty"`
+	// The publish measure (-publish-url): recipients is the server's own
+	// count, reached the connections that got the marker, missing those
+	// opened that had not when the wait ended (dropped ones included), and
+	// reach_ms the time from the POST's start to the last first receipt.
+	// A publish the server refused is reported in publish_error.
+	PublishURL           string   `json:"publish_url,omitempty"`
+	PublishWaitS         float64  `json:"publish_wait_s,omitempty"`
+	PublishError         string   `json:"publish_error,omitempty"`
+	PublishRecipients    *int     `json:"publish_recipients,omitempty"`
+	PublishReached       *int     `json:"publish_reached,omitempty"`
+	PublishMissing       *int     `json:"publish_missing,omitempty"`
+	PublishReachMs       *float64 `json:"publish_reach_ms,omitempty"`
 	ServerRSSBeforeBytes *int64   `json:"server_rss_before_bytes,omitempty"`
 	ServerRSSAfterBytes  *int64   `json:"server_rss_after_bytes,omitempty"`
 	RSSPerConnBytes      *float64 `json:"rss_per_conn_bytes,omitempty"`
@@ -64,12 +86,21 @@ type idleDialed struct {
 type idleDone struct {
 	Event      string  `json:"event"` // "done"
 	Dropped    int     `json:"dropped"`
+	DropReason string  `json:"drop_reason,omitempty"`
 	CPUSeconds float64 `json:"cpu_s"`
+}
+
+// closeShare closes a share's connections and reports its drops.
+func closeShare(s *idleShare) idleDone {
+	d := idleDone{Event: "done", Dropped: closeAll(s.clients)}
+	d.DropReason = dropReason(s.clients)
+	return d
 }
 
 // idleShare is the part of the idle connections held by one process.
 type idleShare struct {
-	clients []*client
+	clients []*client    // one per connection dialled; nil where it failed
+	watch   *markerWatch // nil unless a publish is measured
 }
 
 // idleUIDs names connections offset .. offset+n-1.
@@ -85,15 +116,22 @@ func idleUIDs(n, offset int, mode string) []string {
 	return uids
 }
 
-// openIdleShare dials n connections, numbered from offset, each with a
-// reader that discards everything (and so answers pings).
-func openIdleShare(ctx context.Context, env *runEnv, n, offset int, mode string, opened *atomic.Int64) (*idleShare, idleDialed) {
-	dr := env.dialMany(ctx, offset, idleUIDs(n, offset, mode), opened)
+// openIdleShare dials cfg.Conns connections, numbered from offset, each
+// with a reader that discards everything (and so answers pings), or, when
+// a publish is to be measured, watches for the marker. In that case it
+// also waits for every connection's welcome, so that the publish cannot
+// overtake a session the server has not put in the room yet.
+func openIdleShare(ctx context.Context, env *runEnv, cfg idleConfig, offset int, opened *atomic.Int64) (*idleShare, idleDialed) {
 	s := &idleShare{}
-	for _, conn := range dr.conns {
-		if conn != nil {
-			s.clients = append(s.clients, startClient(conn, nil))
-		}
+	reader := func(int) messageHandler { return discard }
+	if cfg.Marker != "" {
+		s.watch = newMarkerWatch(cfg.Marker, cfg.Conns)
+		reader = s.watch.handler
+	}
+	dr := env.dialMany(ctx, offset, idleSpecs(cfg.Conns, offset, cfg.UIDs, env.urls), reader, opened)
+	s.clients = dr.clients
+	if s.watch != nil {
+		s.awaitAll(ctx, time.Now().Add(greetTimeout), s.watch.greeted)
 	}
 	d := idleDialed{Event: "dialed", Opened: dr.opened, Failed: dr.failed, DialSeconds: dr.elapsed.Seconds()}
 	if dr.firstErr != nil {
@@ -126,11 +164,17 @@ func runIdle(ctx context.Context, env *runEnv, cfg idleConfig) (*IdleResult, err
 		res.HandshakesPerSec = float64(dialed.Opened) / dialed.DialSeconds
 	}
 
-	prog := startProgress(env.progress, func() string {
-		return fmt.Sprintf("holding %d connections", dialed.Opened)
-	})
-	holdErr := sleepCtx(ctx, cfg.Hold)
-	prog.stop()
+	var holdErr error
+	if cfg.PublishURL != "" {
+		holdErr = res.publish(ctx, env, h, cfg)
+	}
+	if holdErr == nil {
+		prog := startProgress(env.progress, func() string {
+			return fmt.Sprintf("holding %d connections", dialed.Opened)
+		})
+		holdErr = sleepCtx(ctx, cfg.Hold)
+		prog.stop()
+	}
 	res.ServerRSSAfterBytes = env.probe.rss()
 	res.ServerCPUSeconds = cpuDelta(cpu0, env.probe.cpu())
 
@@ -141,7 +185,7 @@ func runIdle(ctx context.Context, env *runEnv, cfg idleConfig) (*IdleResult, err
 	if holdErr != nil {
 		return nil, holdErr
 	}
-	res.Dropped = done.Dropped
+	res.Dropped, res.DropReason = done.Dropped, done.DropReason
 	res.GeneratorCPUSeconds = selfCPUSeconds() - gen0 + done.CPUSeconds
 	if b, a := res.ServerRSSBeforeBytes, res.ServerRSSAfterBytes; b != nil && a != nil && res.Opened > 0 {
 		per := float64(*a-*b) / float64(res.Opened)
@@ -151,9 +195,11 @@ func runIdle(ctx context.Context, env *runEnv, cfg idleConfig) (*IdleResult, err
 }
 
 // idleHolder is a set of idle connections being held, in this process or
-// in children; finish closes them all and reports drops.
+// in children; collect waits (until deadline at most) for the publish
+// marker to reach them; finish closes them all and reports drops.
 type idleHolder interface {
 	dialed() idleDialed
+	collect(ctx context.Context, deadline time.Time) (markerReport, error)
 	finish() (idleDone, error)
 }
 
@@ -169,20 +215,26 @@ func startLocalIdle(ctx context.Context, env *runEnv, cfg idleConfig) (*localIdl
 		return fmt.Sprintf("dialing %d/%d", opened.Load(), cfg.Conns)
 	})
 	defer prog.stop()
-	s, d := openIdleShare(ctx, env, cfg.Conns, 0, cfg.UIDs, &opened)
+	s, d := openIdleShare(ctx, env, cfg, 0, &opened)
 	return &localIdle{share: s, d: d}, nil
 }
 
 func (l *localIdle) dialed() idleDialed { return l.d }
 
+func (l *localIdle) collect(ctx context.Context, deadline time.Time) (markerReport, error) {
+	return l.share.collect(ctx, deadline), nil
+}
+
 func (l *localIdle) finish() (idleDone, error) {
-	return idleDone{Event: "done", Dropped: closeAll(l.share.clients)}, nil
+	return closeShare(l.share), nil
 }
 
 // childIdle holds the connections in child processes, each a re-exec of
 // this binary in worker mode: one process can hold only ~20,000 file
-// descriptors here. Each child prints an idleDialed line once dialed,
-// waits for a line (or EOF) on stdin, closes, and prints an idleDone line.
+// descriptors here. Each child prints an idleDialed line once dialed, then
+// reads commands on stdin: "collect <deadline>" is answered with a
+// markerReport line; any other line (or EOF) makes it close and print an
+// idleDone line.
 type childIdle struct {
 	children []*idleChild
 	d        idleDialed
@@ -215,6 +267,9 @@ func startChildIdle(ctx context.Context, env *runEnv, cfg idleConfig) (*childIdl
 		args := append([]string{"-" + idleWorkerFlag,
 			"-conns", strconv.Itoa(n), "-worker-offset", strconv.Itoa(offset),
 			"-idle-uids", cfg.UIDs, "-dial-concurrency", strconv.Itoa(conc)}, cfg.WorkerArgs...)
+		if cfg.Marker != "" {
+			args = append(args, "-"+workerMarkerFlag, cfg.Marker)
+		}
 		offset += n
 		child, err := startIdleChild(ctx, exe, args)
 		if err != nil {
@@ -275,6 +330,26 @@ func readJSONLine(sc *bufio.Scanner, v any) error {
 
 func (c *childIdle) dialed() idleDialed { return c.d }
 
+// collect asks every child at once, so they wait in parallel, then sums
+// their answers.
+func (c *childIdle) collect(_ context.Context, deadline time.Time) (markerReport, error) {
+	for i, child := range c.children {
+		if _, err := fmt.Fprintf(child.stdin, "%s %d\n", collectCommand, deadline.UnixNano()); err != nil {
+			return markerReport{}, fmt.Errorf("idle: worker %d: send collect: %w", i, err)
+		}
+	}
+	total := markerReport{Event: "reached"}
+	for i, child := range c.children {
+		var r markerReport
+		if err := readJSONLine(child.out, &r); err != nil {
+			return total, fmt.Errorf("idle: worker %d: %w", i, err)
+		}
+		total.Reached += r.Reached
+		total.LastNano = max(total.LastNano, r.LastNano)
+	}
+	return total, nil
+}
+
 // finish tells every child to close, collects their reports and waits
 // for them to exit.
 func (c *childIdle) finish() (idleDone, error) {
@@ -293,6 +368,9 @@ func (c *childIdle) finish() (idleDone, error) {
 			firstErr = fmt.Errorf("idle: worker %d: %w", i, err)
 		}
 		total.Dropped += d.Dropped
+		if total.DropReason == "" {
+			total.DropReason = d.DropReason
+		}
 		total.CPUSeconds += d.CPUSeconds
 	}
 	return total, firstErr
@@ -307,18 +385,22 @@ func (c *childIdle) kill() {
 	}
 }
 
-// runIdleWorker is the child side: dial n connections, report, hold until
-// stdin yields a line or EOF, close, report again.
-func runIdleWorker(ctx context.Context, env *runEnv, n, offset int, mode string, stdin io.Reader, stdout io.Writer) error {
+// runIdleWorker is the child side: dial cfg.Conns connections, report,
+// answer the parent's commands until told to stop (or stdin ends), close,
+// report again.
+func runIdleWorker(ctx context.Context, env *runEnv, cfg idleConfig, offset int, stdin io.Reader, stdout io.Writer) error {
 	gen0 := selfCPUSeconds()
-	share, d := openIdleShare(ctx, env, n, offset, mode, nil)
+	share, d := openIdleShare(ctx, env, cfg, offset, nil)
 	enc := json.NewEncoder(stdout)
 	if err := enc.Encode(d); err != nil {
 		closeAll(share.clients)
 		return fmt.Errorf("worker: report dialed: %w", err)
 	}
-	waitLine(ctx, stdin)
-	done := idleDone{Event: "done", Dropped: closeAll(share.clients)}
+	if err := serveCommands(ctx, share, stdin, enc); err != nil {
+		closeAll(share.clients)
+		return err
+	}
+	done := closeShare(share)
 	done.CPUSeconds = selfCPUSeconds() - gen0
 	if err := enc.Encode(done); err != nil {
 		return fmt.Errorf("worker: report done: %w", err)
@@ -326,16 +408,60 @@ func runIdleWorker(ctx context.Context, env *runEnv, n, offset int, mode string,
 	return nil
 }
 
-// waitLine returns when r yields a line or ends, or ctx ends. The reading
-// goroutine ends when r does (the parent closes our stdin).
-func waitLine(ctx context.Context, r io.Reader) {
-	got := make(chan struct{})
-	go func() {
-		bufio.NewReader(r).ReadString('\n')
-		close(got)
-	}()
-	select {
-	case <-got:
-	case <-ctx.Done():
+// collectCommand asks a worker for a markerReport; its argument is the
+// wall-clock deadline in unix nanoseconds (the same clock in every process
+// of this machine).
+const collectCommand = "collect"
+
+// serveCommands answers "collect" lines until any other line, the end of
+// stdin, or the end of ctx.
+func serveCommands(ctx context.Context, share *idleShare, stdin io.Reader, enc *json.Encoder) error {
+	lines := readLines(stdin)
+	for {
+		var line string
+		select {
+		case <-ctx.Done():
+			return nil
+		case l, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			line = l
+		}
+		deadline, ok := parseCollect(line)
+		if !ok {
+			return nil
+		}
+		if err := enc.Encode(share.collect(ctx, deadline)); err != nil {
+			return fmt.Errorf("worker: report reached: %w", err)
+		}
 	}
+}
+
+// parseCollect reads "collect <unix nanos>"; false for any other line.
+func parseCollect(line string) (time.Time, bool) {
+	arg, ok := strings.CutPrefix(line, collectCommand+" ")
+	if !ok {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(arg), 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+// readLines delivers r's lines on a channel that closes when r ends. The
+// goroutine ends with r (the parent closes our stdin after its last
+// command).
+func readLines(r io.Reader) <-chan string {
+	ch := make(chan string)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			ch <- sc.Text()
+		}
+	}()
+	return ch
 }

@@ -16,8 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
@@ -32,13 +30,18 @@ func main() {
 }
 
 // Record is the JSON line printed at the end of a run: where and what was
-// run, with every parameter and measure in the scenario's result.
+// run, with every parameter and measure in the scenario's result. URL is
+// the dialled endpoints comma-separated (one for a single server); URLs
+// lists them and SenderURLs the fanout senders' (a cluster run may put the
+// senders on other nodes than the receivers).
 type Record struct {
 	Tool            string        `json:"tool"`
 	Time            string        `json:"time"`
 	Target          string        `json:"target"`
 	Scenario        string        `json:"scenario"`
 	URL             string        `json:"url"`
+	URLs            []string      `json:"urls"`
+	SenderURLs      []string      `json:"sender_urls,omitempty"`
 	Room            string        `json:"room,omitempty"`
 	Sources         int           `json:"sources"`
 	DialConcurrency int           `json:"dial_concurrency"`
@@ -51,7 +54,9 @@ type Record struct {
 // options is the parsed and validated command line.
 type options struct {
 	target       Target
-	baseURL      string
+	rawURLs      string // -url as given, for the children of -procs
+	baseURLs     []string
+	senderURLs   []string
 	room         string
 	scenario     string
 	pid          int
@@ -89,7 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	env := opts.env()
 	if opts.workerIdle {
-		err := runIdleWorker(ctx, env, opts.idle.Conns, opts.workerOffset, opts.idle.UIDs, stdin, stdout)
+		err := runIdleWorker(ctx, env, opts.idle, opts.workerOffset, stdin, stdout)
 		if err != nil {
 			fmt.Fprintln(stderr, "loadtest worker:", err)
 			return 1
@@ -119,11 +124,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // env builds the connection environment the scenarios share.
 func (o *options) env() *runEnv {
 	e := &runEnv{
-		target:   o.target,
-		url:      o.target.URL(o.baseURL, o.room),
-		sources:  sourceClients(o.sources),
-		probe:    serverProbe{pid: o.pid},
-		dialConc: o.dialConc,
+		target:     o.target,
+		urls:       roomURLs(o.target, o.baseURLs, o.room),
+		senderURLs: roomURLs(o.target, o.senderURLs, o.room),
+		sources:    sourceClients(o.sources),
+		probe:      serverProbe{pid: o.pid},
+		dialConc:   o.dialConc,
 	}
 	if !o.quiet && !o.workerIdle {
 		e.progress = newProgressSink(os.Stderr)
@@ -138,7 +144,8 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 		Time:            time.Now().UTC().Format(time.RFC3339),
 		Target:          o.target.Name(),
 		Scenario:        o.scenario,
-		URL:             env.url,
+		URL:             strings.Join(env.urls, ","),
+		URLs:            env.urls,
 		Sources:         o.sources,
 		DialConcurrency: o.dialConc,
 		PID:             o.pid,
@@ -146,23 +153,33 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 	if o.target.Name() != "gorilla" {
 		rec.Room = o.room
 	}
+	if o.scenario != "idle" {
+		rec.SenderURLs = env.senderURLs
+	}
 	var err error
 	switch o.scenario {
 	case "idle":
-		rec.Idle, err = runIdle(ctx, env, o.idle)
+		cfg := o.idle
+		if cfg.PublishURL != "" {
+			cfg.Marker = newPublishMarker()
+		}
+		rec.Idle, err = runIdle(ctx, env, cfg)
 	case "fanout":
 		rec.Fanout, err = runFanout(ctx, env, o.fanout)
 	case "ladder":
 		rec.Ladder, err = runLadder(ctx, env, o.fanout, o.rates, o.stepDuration)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s against %s: %w", o.scenario, env.url, err)
+		return nil, fmt.Errorf("%s against %s: %w", o.scenario, rec.URL, err)
 	}
 	return rec, nil
 }
 
 // hiddenFlags are internal to the parent/child protocol of -procs.
-var hiddenFlags = map[string]bool{idleWorkerFlag: true, "worker-offset": true}
+var hiddenFlags = map[string]bool{idleWorkerFlag: true, "worker-offset": true, workerMarkerFlag: true}
+
+// workerMarkerFlag hands a child the publish marker to watch for.
+const workerMarkerFlag = "worker-marker"
 
 // parseFlags reads the command line. Any bad value comes back as one error
 // line naming the flag.
@@ -170,9 +187,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // we print our own one-line errors
-	var targetName, rates string
+	var targetName, rates, senderURLs string
 	fs.StringVar(&targetName, "target", "switchboard-text", "server adapter: "+strings.Join(targetNames(), "|"))
-	fs.StringVar(&o.baseURL, "url", "ws://127.0.0.1:5000/ws", "WebSocket endpoint (loopback only); switchboard targets append /{room}")
+	fs.StringVar(&o.rawURLs, "url", "ws://127.0.0.1:5000/ws", "WebSocket endpoint(s), comma-separated (loopback only); connection i (receiver or idle) dials the (i mod n)-th; switchboard targets append /{room}")
+	fs.StringVar(&senderURLs, "sender-url", "", "fanout/ladder: the senders' endpoint(s), comma-separated; sender i dials the (i mod n)-th (default: the -url list)")
 	fs.StringVar(&o.room, "room", "bench", "switchboard room")
 	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder")
 	fs.IntVar(&o.pid, "pid", 0, "server pid, for its CPU seconds and RSS (optional)")
@@ -184,6 +202,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle.Hold, "hold", 5*time.Second, "idle: how long to hold them")
 	fs.IntVar(&o.idle.Procs, "procs", 1, "idle: child processes to spread connections over (~20,000 fds each)")
 	fs.StringVar(&o.idle.UIDs, "idle-uids", "shared", "idle: shared (one uid, many sessions) or unique uids")
+	fs.StringVar(&o.idle.PublishURL, "publish-url", "", "idle: switchboard publish endpoint (http://127.0.0.1:PORT/api/rooms/ROOM/messages); once all connections are open, publish once and time its reach")
+	fs.DurationVar(&o.idle.PublishWait, "publish-wait", 60*time.Second, "idle: longest wait for the publish to reach every connection")
 	fs.IntVar(&o.fanout.Receivers, "receivers", 500, "fanout/ladder: receive-only connections")
 	fs.IntVar(&o.fanout.Senders, "senders", 5, "fanout/ladder: sending connections (they receive too)")
 	fs.IntVar(&o.fanout.Rate, "rate", 100, "fanout: messages per second per sender")
@@ -194,6 +214,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "ladder: sending time per step")
 	fs.BoolVar(&o.workerIdle, idleWorkerFlag, false, "internal: idle worker child")
 	fs.IntVar(&o.workerOffset, "worker-offset", 0, "internal: number of the worker's first connection")
+	fs.StringVar(&o.idle.Marker, workerMarkerFlag, "", "internal: the publish marker a worker watches for")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, stderr)
@@ -211,7 +232,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.rates, err = parseRates(rates); err != nil {
 		return nil, fmt.Errorf("invalid value %q for flag -rates: %w", rates, err)
 	}
-	o.idle.WorkerArgs = []string{"-target", targetName, "-url", o.baseURL, "-room", o.room,
+	if o.baseURLs, err = splitURLs(o.rawURLs); err != nil {
+		return nil, fmt.Errorf("invalid value %q for flag -url: %w", o.rawURLs, err)
+	}
+	o.senderURLs = o.baseURLs
+	if senderURLs != "" {
+		if o.senderURLs, err = splitURLs(senderURLs); err != nil {
+			return nil, fmt.Errorf("invalid value %q for flag -sender-url: %w", senderURLs, err)
+		}
+	}
+	o.idle.WorkerArgs = []string{"-target", targetName, "-url", o.rawURLs, "-room", o.room,
 		"-sources", strconv.Itoa(o.sources)}
 	return o, validate(o)
 }
@@ -263,6 +293,7 @@ func validate(o *options) error {
 		{"hold", o.idle.Hold < 0, "not negative"},
 		{"procs", o.idle.Procs < 1 || o.idle.Procs > 64 || o.idle.Procs > o.idle.Conns, "1..64 and at most -conns"},
 		{"idle-uids", o.idle.UIDs != "shared" && o.idle.UIDs != "unique", "shared or unique"},
+		{"publish-wait", o.idle.PublishWait <= 0, "positive"},
 		{"receivers", o.fanout.Receivers < 0, "not negative"},
 		{"senders", o.fanout.Senders < 1, "at least 1"},
 		{"rate", o.fanout.Rate < 1 || o.fanout.Rate > 1_000_000, "1..1000000"},
@@ -278,8 +309,14 @@ func validate(o *options) error {
 			return fmt.Errorf("invalid value %s for flag -%s: want %s", f, c.name, c.want)
 		}
 	}
-	if err := checkLoopback(o.baseURL); err != nil {
-		return fmt.Errorf("invalid value %q for flag -url: %w", o.baseURL, err)
+	if err := checkURLList(o.baseURLs); err != nil {
+		return fmt.Errorf("invalid value %q for flag -url: %w", o.rawURLs, err)
+	}
+	if err := checkURLList(o.senderURLs); err != nil {
+		return fmt.Errorf("invalid value %q for flag -sender-url: %w", strings.Join(o.senderURLs, ","), err)
+	}
+	if err := validatePublish(o); err != nil {
+		return fmt.Errorf("invalid value %q for flag -publish-url: %w", o.idle.PublishURL, err)
 	}
 	if o.pid > 0 {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", o.pid)); err != nil {
@@ -287,6 +324,20 @@ func validate(o *options) error {
 		}
 	}
 	return nil
+}
+
+// validatePublish checks -publish-url: only the idle scenario measures a
+// publish, only switchboard has the endpoint, and it is on loopback too.
+func validatePublish(o *options) error {
+	switch {
+	case o.idle.PublishURL == "":
+		return nil
+	case o.scenario != "idle":
+		return errors.New("only with -scenario idle")
+	case !strings.HasPrefix(o.target.Name(), "switchboard"):
+		return fmt.Errorf("%s has no publish endpoint", o.target.Name())
+	}
+	return checkLoopback(o.idle.PublishURL, "http")
 }
 
 func payloadWant(t Target) string {
@@ -301,27 +352,9 @@ func flagValue(o *options, name string) string {
 	values := map[string]any{
 		"scenario": o.scenario, "room": o.room, "sources": o.sources, "dial-concurrency": o.dialConc,
 		"pid": o.pid, "conns": o.idle.Conns, "hold": o.idle.Hold, "procs": o.idle.Procs,
-		"idle-uids": o.idle.UIDs, "receivers": o.fanout.Receivers, "senders": o.fanout.Senders,
+		"idle-uids": o.idle.UIDs, "publish-wait": o.idle.PublishWait, "receivers": o.fanout.Receivers, "senders": o.fanout.Senders,
 		"rate": o.fanout.Rate, "duration": o.fanout.Duration, "drain": o.fanout.Drain,
 		"payload": o.fanout.Payload, "step-duration": o.stepDuration, "worker-offset": o.workerOffset,
 	}
 	return fmt.Sprintf("%q", fmt.Sprint(values[name]))
-}
-
-// checkLoopback accepts only ws:// URLs whose host is an IPv4 address in
-// 127.0.0.0/8: load is only ever generated against this machine, and our
-// source addresses (127.0.0.x) cannot reach an IPv6 localhost.
-func checkLoopback(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if u.Scheme != "ws" {
-		return errors.New("want a ws:// URL")
-	}
-	ip := net.ParseIP(u.Hostname())
-	if ip == nil || ip.To4() == nil || ip.To4()[0] != 127 {
-		return errors.New("host must be a loopback IPv4 address (127.0.0.0/8)")
-	}
-	return nil
 }

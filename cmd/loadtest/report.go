@@ -398,6 +398,7 @@ func runMarkdown(rec *Record) string {
 			ff(r.HandshakesPerSec, 0), itoa(r.Dropped), kib(r.RSSPerConnBytes), mib(r.ServerRSSAfterBytes),
 			ff(r.GeneratorCPUSeconds, 2))
 		t.write(&b)
+		writePublishTable(&b, r)
 	case rec.Fanout != nil:
 		t := &table{header: []string{"conns", "senders × rate", "offered/s", "delivered/s", "lost", "dropped",
 			"p50 ms", "p99 ms", "p999 ms", "max ms", "server CPU s/M", "server RSS MiB", "generator CPU s"}}
@@ -423,10 +424,28 @@ func runMarkdown(rec *Record) string {
 	return b.String()
 }
 
+// writePublishTable adds the idle run's publish measure, if it had one.
+func writePublishTable(b *strings.Builder, r *IdleResult) {
+	if r.PublishURL == "" {
+		return
+	}
+	t := &table{header: []string{"publish recipients", "reached", "missing", "reach ms", "wait s", "error"}}
+	t.add(optI(r.PublishRecipients), optI(r.PublishReached), optI(r.PublishMissing),
+		optF(r.PublishReachMs, 1), ff(r.PublishWaitS, 0), r.PublishError)
+	t.write(b)
+}
+
 // Cell formatting; absent optional values render as empty cells.
 func itoa(n int) string             { return fmt.Sprint(n) }
 func i64(n int64) string            { return fmt.Sprint(n) }
 func ff(v float64, prec int) string { return fmt.Sprintf("%.*f", prec, v) }
+
+func optI(v *int) string {
+	if v == nil {
+		return ""
+	}
+	return itoa(*v)
+}
 
 func optF(v *float64, prec int) string {
 	if v == nil {
