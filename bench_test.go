@@ -32,7 +32,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			}
 			var batch []outboundFrame
 			for _, s := range sessions {
-				batch, _ = s.queue.drain(batch[:0])
+				batch, _, _ = s.queue.drain(batch[:0])
 			}
 			msg := UserMessage{Session: sessions[0], Text: strings.Repeat("x", 100)}
 			b.ReportAllocs()
@@ -40,7 +40,7 @@ func BenchmarkBroadcast(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				msg.apply(h)
 				for _, s := range sessions {
-					batch, _ = s.queue.drain(batch[:0])
+					batch, _, _ = s.queue.drain(batch[:0])
 				}
 			}
 			b.ReportMetric(float64(b.N*recipients)/b.Elapsed().Seconds(), "deliveries/s")

@@ -104,6 +104,18 @@ type clusterLink struct {
 	outgoing    chan clusterOut
 	acks        chan pendingAck
 	presence    *presenceLoop
+
+	// inFlight counts messages handed to the publisher and not yet acked
+	// or failed; highestAcked is the largest stream sequence acked to this
+	// node. Shutdown waits for both to be settled (see settle).
+	inFlight     atomic.Int64
+	highestAcked atomic.Uint64
+
+	// consumer follows the stream from before the node listens; deliveries
+	// wait on the hub with consumeCtx, which Run's end cancels.
+	consumer    jetstream.ConsumeContext
+	consumeCtx  context.Context
+	stopConsume context.CancelFunc
 }
 
 // connectCluster dials NATS, refuses a node id that is already live, and
@@ -121,8 +133,8 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		nats.Name("switchboard "+cfg.NodeID),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		// A silent network failure shows within about 10 s, not minutes.
-		nats.PingInterval(5*time.Second),
+		// A silent network failure shows within about 5 s, not minutes.
+		nats.PingInterval(2*time.Second),
 		nats.MaxPingsOutstanding(2),
 		// No buffering while disconnected: a message that cannot reach the
 		// broker is refused at once, never sent late.
@@ -147,7 +159,12 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	c.js = js
-	if err := c.ensureStream(ctx); err != nil {
+	info, err := c.ensureStream(ctx)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := c.startConsumer(ctx, info.State.LastSeq); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -174,8 +191,7 @@ func (c *clusterLink) claimNodeID() error {
 }
 
 // streamConfig is the stream as the flags describe it. firstSeq is used
-// only when the stream is created, so that after a broker restart lost a
-// memory stream, seq keeps increasing.
+// only when the stream is created; see nextFirstSeq.
 func (c *clusterLink) streamConfig(firstSeq uint64) jetstream.StreamConfig {
 	storage := jetstream.MemoryStorage
 	if c.cfg.StreamStorage == "file" {
@@ -193,40 +209,49 @@ func (c *clusterLink) streamConfig(firstSeq uint64) jetstream.StreamConfig {
 	}
 }
 
-// ensureStream finds the stream, or makes it, and brings its limits in
-// line with the flags.
-func (c *clusterLink) ensureStream(ctx context.Context) error {
+// nextFirstSeq numbers a new stream. A broker restart loses a memory
+// stream, and whichever node reconnects first makes it again: starting at
+// the clock in microseconds puts it above every sequence any node has seen
+// (fewer than a million messages a second), so seq keeps increasing and
+// every consumer resumes at the new stream's start rather than past it.
+func (c *clusterLink) nextFirstSeq() uint64 {
+	return max(c.lastSeq.Load()+1, uint64(time.Now().UnixMicro()))
+}
+
+// ensureStream finds the stream, or makes it, brings its limits in line
+// with the flags, and returns its info.
+func (c *clusterLink) ensureStream(ctx context.Context) (*jetstream.StreamInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	stream, err := c.js.Stream(ctx, streamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = c.js.CreateStream(ctx, c.streamConfig(c.lastSeq.Load()+1))
+		stream, err = c.js.CreateStream(ctx, c.streamConfig(c.nextFirstSeq()))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			err = nil // another node made it first
+			stream, err = c.js.Stream(ctx, streamName) // another node made it first
 		}
 		if err != nil {
-			return fmt.Errorf("create stream %s: %w", streamName, err)
+			return nil, fmt.Errorf("create stream %s: %w", streamName, err)
 		}
 		c.streamReady.Store(true)
-		return nil
+		return stream.CachedInfo(), nil
 	}
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", streamName, err)
+		return nil, fmt.Errorf("look up stream %s: %w", streamName, err)
 	}
-	have := stream.CachedInfo().Config
-	want := c.streamConfig(have.FirstSeq)
-	if have.Storage != want.Storage {
+	info := stream.CachedInfo()
+	want := c.streamConfig(info.Config.FirstSeq)
+	if info.Config.Storage != want.Storage {
 		c.log.Warn("stream storage differs from -stream-storage; keeping the stream as it is",
-			"stream", streamName, "have", have.Storage.String(), "want", want.Storage.String())
-		want.Storage = have.Storage
+			"stream", streamName, "have", info.Config.Storage.String(), "want", want.Storage.String())
+		want.Storage = info.Config.Storage
 	}
-	if have.MaxAge != want.MaxAge || have.MaxBytes != want.MaxBytes {
+	if info.Config.MaxAge != want.MaxAge || info.Config.MaxBytes != want.MaxBytes {
 		if _, err := c.js.UpdateStream(ctx, want); err != nil {
-			return fmt.Errorf("update stream %s limits: %w", streamName, err)
+			return nil, fmt.Errorf("update stream %s limits: %w", streamName, err)
 		}
 	}
 	c.streamReady.Store(true)
-	return nil
+	return info, nil
 }
 
 func (c *clusterLink) onDisconnect(_ *nats.Conn, err error) {
@@ -260,11 +285,41 @@ func (c *clusterLink) forward(out clusterOut) bool {
 	if !c.available() {
 		return false
 	}
+	c.inFlight.Add(1)
 	select {
 	case c.outgoing <- out:
 		return true
 	default:
+		c.inFlight.Add(-1)
 		return false
+	}
+}
+
+// noteAcked records a message the stream has taken.
+func (c *clusterLink) noteAcked(seq uint64) {
+	for {
+		highest := c.highestAcked.Load()
+		if seq <= highest || c.highestAcked.CompareAndSwap(highest, seq) {
+			break
+		}
+	}
+	c.inFlight.Add(-1)
+}
+
+// settle waits, at most until ctx ends, until every message this node
+// published has been acked or refused and has come back through the
+// consumer, so that at shutdown the senders on this node get their own
+// messages (or an error) before their sessions close.
+func (c *clusterLink) settle(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for c.inFlight.Load() > 0 || c.lastSeq.Load() < c.highestAcked.Load() {
+		select {
+		case <-ctx.Done():
+			c.log.Warn("shutdown: stopped waiting for this node's messages to come back", "in_flight", c.inFlight.Load())
+			return
+		case <-tick.C:
+		}
 	}
 }
 
@@ -275,16 +330,10 @@ func (c *clusterLink) Run(ctx context.Context) error {
 		c.closing.Store(true)
 		c.nc.Close()
 	}()
-	consumer, err := c.startConsumer(ctx)
-	if ctx.Err() != nil {
-		return nil // stopped while starting
-	}
-	if err != nil {
-		return err
-	}
 	defer func() {
-		consumer.Stop()
-		<-consumer.Closed()
+		c.stopConsume()
+		c.consumer.Stop()
+		<-c.consumer.Closed()
 	}()
 	c.metrics.clusterUp.Set(1)
 	c.log.Info("joined the cluster", "nats", c.nc.ConnectedUrlRedacted(), "stream", streamName)
@@ -297,26 +346,32 @@ func (c *clusterLink) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// startConsumer follows the stream from now on with an ordered consumer:
-// nats.go recreates it after a gap or a reconnect, resuming after the last
-// message it delivered, so every node sees the stream's order.
-func (c *clusterLink) startConsumer(ctx context.Context) (jetstream.ConsumeContext, error) {
+// startConsumer follows the stream from the message after lastSeq with an
+// ordered consumer: nats.go recreates it after a gap or a reconnect,
+// resuming after the last message it delivered, so every node sees the
+// stream's order. It starts before the node listens, so no session can
+// miss a message sent between its welcome and the consumer's start.
+func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 	setup, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	consumer, err := c.js.OrderedConsumer(setup, streamName, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy,
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   lastSeq + 1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ordered consumer on %s: %w", streamName, err)
+		return fmt.Errorf("ordered consumer on %s: %w", streamName, err)
 	}
-	consuming, err := consumer.Consume(func(m jetstream.Msg) { c.deliver(ctx, m) },
+	c.lastSeq.Store(lastSeq)
+	c.consumeCtx, c.stopConsume = context.WithCancel(context.Background())
+	c.consumer, err = consumer.Consume(func(m jetstream.Msg) { c.deliver(c.consumeCtx, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Debug("stream consumer", "err", err)
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", streamName, err)
+		c.stopConsume()
+		return fmt.Errorf("consume %s: %w", streamName, err)
 	}
-	return consuming, nil
+	return nil
 }
 
 // deliver turns one stream message into a hub command. It may wait for
@@ -327,7 +382,15 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 		c.log.Warn("stream message without metadata", "err", err)
 		return
 	}
-	c.lastSeq.Store(meta.Sequence.Stream)
+	seq := meta.Sequence.Stream
+	if last := c.lastSeq.Swap(seq); seq > last+1 && !c.streamStartsAt(ctx, seq) {
+		// The consumer has no filter, so it sees every sequence: a jump
+		// ahead means messages were removed before this node got them
+		// (stream limits while it lagged, or a broker that lost them).
+		c.log.Error("missed stream messages; closing this node's sessions so their clients reconnect",
+			"last", last, "next", seq)
+		_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
+	}
 	c.metrics.consumerPending.Set(float64(meta.NumPending))
 	h := m.Headers()
 	d := ClusterDelivery{
@@ -336,6 +399,16 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 		Seq: meta.Sequence.Stream, Body: m.Data(), IsData: h.Get(headerData) == "1",
 	}
 	_ = c.hub.submit(ctx, d)
+}
+
+// streamStartsAt reports whether seq is the first sequence of the current
+// stream, as after a broker restart made it anew: that jump loses nothing
+// this node could have had.
+func (c *clusterLink) streamStartsAt(ctx context.Context, seq uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stream, err := c.js.Stream(ctx, streamName)
+	return err == nil && stream.CachedInfo().Config.FirstSeq == seq
 }
 
 // message is out as the stream stores it.
@@ -403,8 +476,9 @@ func (c *clusterLink) ackLoop(ctx context.Context) error {
 			return nil
 		case p := <-c.acks:
 			select {
-			case <-p.future.Ok():
+			case ack := <-p.future.Ok():
 				c.metrics.publishSeconds.Observe(time.Since(p.started).Seconds())
+				c.noteAcked(ack.Sequence)
 				if p.out.reply != nil {
 					p.out.reply <- PublishResult{Recipients: p.out.recipient}
 				}
@@ -419,6 +493,7 @@ func (c *clusterLink) ackLoop(ctx context.Context) error {
 
 // fail tells a message's sender that it was not sent.
 func (c *clusterLink) fail(ctx context.Context, out clusterOut, err error) {
+	c.inFlight.Add(-1)
 	c.metrics.publishErrors.Inc()
 	c.log.Debug("publish failed", "kind", out.kind, "room", out.room, "err", err)
 	if out.reply != nil {
@@ -440,8 +515,8 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 			return nil
 		case <-c.reconnected:
 		}
-		for !c.streamReady.Load() {
-			err := c.ensureStream(ctx)
+		for {
+			_, err := c.ensureStream(ctx)
 			if err == nil {
 				c.metrics.clusterUp.Set(1)
 				c.log.Info("cluster available again", "stream", streamName)

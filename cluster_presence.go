@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +32,7 @@ type presenceEntry struct {
 type presenceMsg struct {
 	Type    string          `json:"t"` // presence* below
 	Node    string          `json:"node"`
+	Run     string          `json:"run"` // random per start: a restarted node is a new peer
 	Seq     uint64          `json:"seq,omitempty"`
 	Part    int             `json:"part,omitempty"`
 	Last    bool            `json:"last,omitempty"`
@@ -55,6 +58,14 @@ const (
 	// the loop; NATS drops past it, and the gaps lead to snapshots.
 	presenceInboundCapacity = 8192
 )
+
+// arrival is a presence message and when NATS handed it over. Liveness is
+// judged by arrival, so a loop that was busy does not mistake the queue it
+// has not read yet for silence.
+type arrival struct {
+	msg *nats.Msg
+	at  time.Time
+}
 
 // presenceMailbox carries the hub's presence changes to the presence loop
 // without the hub ever waiting. It is unbounded, but holds at most one
@@ -88,6 +99,7 @@ func (m *presenceMailbox) take() []presenceEntry {
 
 // peerState is what this node knows about another node's presence stream.
 type peerState struct {
+	run      string    // the node's current start
 	seq      uint64    // number of the last message applied
 	synced   bool      // false until a snapshot arrives, and after a gap
 	lastSeen time.Time // any message from it
@@ -102,16 +114,19 @@ type peerState struct {
 // and follows everyone else's. It owns peers and seq.
 type presenceLoop struct {
 	link      *clusterLink
+	runID     string // this start's id, in every message
 	heartbeat time.Duration
 	expiry    time.Duration
 
 	changes   presenceMailbox
-	inbound   chan *nats.Msg
+	inbound   chan arrival
 	farewell  chan chan struct{}
 	reconnect chan struct{} // one pending signal per NATS reconnect
 	stopped   chan struct{} // closed when run returns
 
 	seq            uint64
+	published      atomic.Uint64 // seq of the last delta or whole snapshot sent, for heartbeats
+	selfSeen       time.Time     // when this node's own heartbeat last came back
 	snapshotWanted bool
 	lastSnapshot   time.Time
 	peers          map[string]*peerState
@@ -120,10 +135,11 @@ type presenceLoop struct {
 func newPresenceLoop(c *clusterLink) *presenceLoop {
 	return &presenceLoop{
 		link:      c,
+		runID:     newSessionID()[:8],
 		heartbeat: c.cfg.PresenceHeartbeat,
 		expiry:    c.cfg.PresenceExpiry,
 		changes:   presenceMailbox{signal: make(chan struct{}, 1)},
-		inbound:   make(chan *nats.Msg, presenceInboundCapacity),
+		inbound:   make(chan arrival, presenceInboundCapacity),
 		farewell:  make(chan chan struct{}),
 		reconnect: make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
@@ -134,22 +150,38 @@ func newPresenceLoop(c *clusterLink) *presenceLoop {
 // run publishes and follows presence until ctx ends or goodbye is said.
 func (p *presenceLoop) run(ctx context.Context) error {
 	defer close(p.stopped)
-	sub, err := p.link.nc.ChanSubscribe(presenceSubject, p.inbound)
+	sub, err := p.link.nc.Subscribe(presenceSubject, func(m *nats.Msg) {
+		select {
+		case p.inbound <- arrival{msg: m, at: time.Now()}:
+		default: // the gap shows in the numbers, and a snapshot follows
+		}
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("subscribe %s: %w", presenceSubject, err)
 	}
 	defer sub.Unsubscribe()
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		p.beat(beatCtx)
+	}()
+	defer func() {
+		stopBeats()
+		<-beats
+	}()
 	ticker := time.NewTicker(p.heartbeat / 2)
 	defer ticker.Stop()
 	// Ask everyone for their sessions; they learn ours from our heartbeat.
 	p.publish(presenceMsg{Type: presenceSync, Target: "*"})
-	p.publish(presenceMsg{Type: presenceHeartbeat, Seq: p.seq})
-	lastBeat := time.Now()
+	p.selfSeen = time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case done := <-p.farewell:
+			stopBeats()
+			<-beats
 			p.publish(presenceMsg{Type: presenceBye})
 			_ = p.link.nc.FlushTimeout(time.Second)
 			close(done)
@@ -158,18 +190,43 @@ func (p *presenceLoop) run(ctx context.Context) error {
 			p.publishDeltas()
 		case <-p.reconnect:
 			p.reconnected()
-		case m := <-p.inbound:
-			p.receive(ctx, m)
+		case a := <-p.inbound:
+			p.receive(ctx, a)
 		case <-ticker.C:
-			if time.Since(lastBeat) >= p.heartbeat {
-				p.publish(presenceMsg{Type: presenceHeartbeat, Seq: p.seq})
-				lastBeat = time.Now()
-			}
+			p.receiveQueued(ctx)
 			p.expire(ctx)
 			p.askMissing()
 		}
 		if p.snapshotWanted && time.Since(p.lastSnapshot) >= snapshotGap {
 			p.publishSnapshot(ctx)
+		}
+	}
+}
+
+// beat publishes a heartbeat every interval, from its own goroutine so
+// that a loop waiting on a busy hub does not fall silent. It carries the
+// number of the last message the loop has finished sending.
+func (p *presenceLoop) beat(ctx context.Context) {
+	ticker := time.NewTicker(p.heartbeat)
+	defer ticker.Stop()
+	for {
+		p.publish(presenceMsg{Type: presenceHeartbeat, Seq: p.published.Load()})
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// receiveQueued handles every presence message already waiting.
+func (p *presenceLoop) receiveQueued(ctx context.Context) {
+	for {
+		select {
+		case a := <-p.inbound:
+			p.receive(ctx, a)
+		default:
+			return
 		}
 	}
 }
@@ -203,7 +260,7 @@ func (p *presenceLoop) reconnected() {
 }
 
 func (p *presenceLoop) publish(m presenceMsg) {
-	m.Node = p.link.node
+	m.Node, m.Run = p.link.node, p.runID
 	data, err := json.Marshal(m)
 	if err != nil {
 		p.link.log.Error("encode presence", "err", err)
@@ -239,6 +296,7 @@ func (p *presenceLoop) publishDeltas() {
 		p.seq++
 		p.publish(presenceMsg{Type: presenceDelta, Seq: p.seq, Entries: part})
 	}
+	p.published.Store(p.seq)
 }
 
 // publishSnapshot sends every session of this node, in parts. The hub
@@ -257,6 +315,7 @@ func (p *presenceLoop) publishSnapshot(ctx context.Context) {
 	for range chunk(entries, snapshotPartEntries) {
 		parts++
 	}
+	defer p.published.Store(p.seq)
 	if parts == 0 {
 		p.publish(presenceMsg{Type: presenceSnapshot, Seq: p.seq, Last: true})
 		return
@@ -282,9 +341,9 @@ func chunk(entries []presenceEntry, size int) func(func([]presenceEntry) bool) {
 }
 
 // receive applies one presence message from the subject.
-func (p *presenceLoop) receive(ctx context.Context, raw *nats.Msg) {
+func (p *presenceLoop) receive(ctx context.Context, a arrival) {
 	var m presenceMsg
-	if err := json.Unmarshal(raw.Data, &m); err != nil {
+	if err := json.Unmarshal(a.msg.Data, &m); err != nil {
 		p.link.log.Warn("bad presence message", "err", err)
 		return
 	}
@@ -294,7 +353,13 @@ func (p *presenceLoop) receive(ctx context.Context, raw *nats.Msg) {
 		}
 		return
 	}
-	if m.Node == p.link.node || !validNodeID(m.Node) {
+	if m.Node == p.link.node {
+		if m.Type == presenceHeartbeat {
+			p.selfSeen = a.at
+		}
+		return
+	}
+	if !validNodeID(m.Node) {
 		return
 	}
 	if m.Type == presenceBye {
@@ -306,15 +371,22 @@ func (p *presenceLoop) receive(ctx context.Context, raw *nats.Msg) {
 		return
 	}
 	peer := p.peers[m.Node]
-	if peer == nil {
-		peer = &peerState{}
+	if peer == nil || peer.run != m.Run {
+		if peer == nil {
+			p.link.log.Info("node joined the cluster", "peer", m.Node)
+		} else {
+			p.link.log.Info("node restarted", "peer", m.Node)
+		}
+		// Whatever we knew stays until the snapshot replaces it.
+		peer = &peerState{run: m.Run}
 		p.peers[m.Node] = peer
-		p.link.log.Info("node joined the cluster", "peer", m.Node)
 	}
-	peer.lastSeen = time.Now()
+	peer.lastSeen = a.at
 	switch m.Type {
 	case presenceHeartbeat:
-		if peer.synced && m.Seq != peer.seq {
+		// A heartbeat may overtake the loop's last delta (it comes from
+		// another goroutine), so only a number ahead of ours means loss.
+		if peer.synced && m.Seq > peer.seq {
 			peer.synced = false
 		}
 	case presenceDelta:
@@ -366,10 +438,11 @@ func (p *presenceLoop) askMissing() {
 }
 
 // expire forgets nodes silent for longer than the expiry. It does nothing
-// while this node itself is cut off: then the silence is ours, and /who
+// unless this node's own heartbeats are coming back: otherwise the silence
+// may be ours (a broker outage, a cut network not yet noticed), and /who
 // answers from the last view until the broker is back.
 func (p *presenceLoop) expire(ctx context.Context) {
-	if !p.link.connected.Load() {
+	if !p.link.connected.Load() || time.Since(p.selfSeen) > 2*p.heartbeat {
 		return
 	}
 	for node, peer := range p.peers {

@@ -263,12 +263,23 @@ func (h *WebSocketServer) publishToCluster(c Publish) {
 	if r := h.rooms[c.Room]; r != nil {
 		recipients += len(r.members)
 	}
-	if recipients == 0 {
-		c.Reply <- PublishResult{}
-		return
-	}
+	// Published even when this node knows of nobody in the room: its view
+	// may be a moment old, and the nodes that have the room deliver it.
 	out := clusterOut{kind: kindPublish, room: c.Room, text: c.Text, data: c.Data, ts: h.timestamp(), reply: c.Reply, recipient: recipients}
 	if !h.cluster.forward(out) {
 		c.Reply <- PublishResult{Err: errClusterUnavailable}
 	}
+}
+
+// CloseEverySession closes every session of this node with Status once
+// each has written what is already queued for it.
+type CloseEverySession struct{ Status closeStatus }
+
+func (c CloseEverySession) apply(h *WebSocketServer) {
+	for _, sessions := range h.byUID {
+		for _, s := range sessions {
+			s.queue.endAfterQueued(c.Status)
+		}
+	}
+	h.metrics.closes.WithLabelValues("missed_messages").Add(float64(h.sessionCount))
 }

@@ -22,6 +22,11 @@ type SessionFactory struct {
 	metrics *metrics
 	log     *slog.Logger
 
+	// settle, in cluster mode, waits for the node's own messages still on
+	// their way through the broker, between the hub's closing and the
+	// sessions' flush, so their senders see them (or an error).
+	settle func(context.Context)
+
 	// shutdown is cancelled to tell every session to flush and close.
 	shutdown     context.Context
 	stopSessions context.CancelFunc
@@ -185,6 +190,9 @@ func (f *SessionFactory) Shutdown(ctx context.Context) error {
 	reply := make(chan struct{}, 1)
 	if _, err := ask(ctx, f.hub, BeginShutdown{Reply: reply}, reply); err != nil {
 		f.log.Warn("hub did not confirm shutdown", "err", err)
+	}
+	if f.settle != nil {
+		f.settle(ctx)
 	}
 	f.stopSessions()
 	select {

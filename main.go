@@ -78,6 +78,13 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 		hub.cluster = link
 	}
 	factory := NewSessionFactory(hub, cfg, m, log)
+	if link != nil {
+		factory.settle = func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+			defer cancel()
+			link.settle(ctx)
+		}
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", factory)
 	mux.Handle("GET /ws/{room}", factory)
@@ -86,6 +93,10 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 	registerWebRoutes(mux)
 	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, cluster: link, handler: mux}, nil
 }
+
+// settleTimeout bounds how long a stopping cluster node waits for its own
+// messages to come back from the broker before closing its sessions.
+const settleTimeout = 2 * time.Second
 
 // serve runs the hub and the HTTP server on ln until ctx ends, then shuts
 // down within -shutdown-timeout: stop accepting, stop the hub taking new

@@ -26,6 +26,9 @@ type outboundQueue struct {
 	limit      int64
 	overflowed bool
 	closed     bool // the session has ended
+	// endWith, once set, closes the session with this status after what
+	// is queued has been written; nothing more is taken.
+	endWith *closeStatus
 
 	// ready holds a token while there is something for the writer to do
 	// (frames, or an overflow to act on). Only the push that finds the queue
@@ -44,7 +47,7 @@ func newOutboundQueue(limit int64) *outboundQueue {
 func (q *outboundQueue) push(f outboundFrame) bool {
 	size := int64(len(f.data))
 	q.mu.Lock()
-	if q.overflowed || q.closed {
+	if q.overflowed || q.closed || q.endWith != nil {
 		q.mu.Unlock()
 		return false
 	}
@@ -74,19 +77,31 @@ func (q *outboundQueue) signal() {
 	}
 }
 
+// endAfterQueued makes the session close with status once it has written
+// what is already queued.
+func (q *outboundQueue) endAfterQueued(status closeStatus) {
+	q.mu.Lock()
+	if q.endWith == nil {
+		q.endWith = &status
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
 // drain appends everything queued to dst and empties the queue. overflowed
-// tells the writer to stop and close the session instead.
-func (q *outboundQueue) drain(dst []outboundFrame) (frames []outboundFrame, overflowed bool) {
+// tells the writer to stop and close the session instead; a non-nil end
+// tells it to close with that status after writing the frames.
+func (q *outboundQueue) drain(dst []outboundFrame) (frames []outboundFrame, overflowed bool, end *closeStatus) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.overflowed {
-		return dst, true
+		return dst, true, nil
 	}
 	dst = append(dst, q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
 	q.bytes = 0
-	return dst, false
+	return dst, false, q.endWith
 }
 
 // size is the number of bytes waiting, for /metrics.

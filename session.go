@@ -75,7 +75,11 @@ var (
 	closeSlowConsumer = closeStatus{websocket.StatusPolicyViolation, "slow consumer"}
 	closeRateLimited  = closeStatus{websocket.StatusPolicyViolation, "rate limit exceeded"}
 	closeShutdown     = closeStatus{websocket.StatusGoingAway, "server shutting down"}
-	closeDrop         = closeStatus{}
+	// closeMissedMessages ends sessions of a cluster node that found
+	// stream messages it can no longer get: the delivery promise is all of
+	// them or a close with a reason. Clients reconnect and resync.
+	closeMissedMessages = closeStatus{websocket.StatusServiceRestart, "missed cluster messages"}
+	closeDrop           = closeStatus{}
 )
 
 // Run serves the session until it ends and then unregisters it. shutdown is
@@ -326,7 +330,7 @@ const maxBatchBytes = 16 << 10
 // maxBatchBytes; binary frames go out as messages of their own.
 // It returns the emptied batch slice for reuse.
 func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus, bool) {
-	batch, overflowed := s.queue.drain(batch[:0])
+	batch, overflowed, end := s.queue.drain(batch[:0])
 	if overflowed {
 		s.metrics.closes.WithLabelValues("slow_consumer").Inc()
 		s.logger().Info("slow consumer, closing")
@@ -337,6 +341,9 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 	if err != nil {
 		s.debug("write failed", "err", err)
 		return batch[:0], closeDrop, true
+	}
+	if end != nil {
+		return batch[:0], *end, true
 	}
 	return batch[:0], closeStatus{}, false
 }
