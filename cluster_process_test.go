@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,17 +23,26 @@ const presenceBound = 15 * time.Second
 // PROTOCOL.md's bound, and the survivor keeps working.
 func TestClusterProcessKilled(t *testing.T) {
 	n := startNATS(t)
-	survivor := startProcess(t, "-nats", n.url(), "-node-id", "survivor")
+	// The survivor gets a URL list whose first server is down, and no
+	// -node-id: it picks the live server and names itself after the host.
+	survivor := startProcess(t, "-nats", "nats://127.0.0.1:1,"+n.url())
 	victim := startProcessEnv(t, []string{"SWITCHBOARD_NATS_URL=" + n.url(), "SWITCHBOARD_NODE_ID=victim"})
 	eventually(t, "the victim to join with the id and URL from its environment", func() bool {
 		return strings.Contains(victim.log(), `msg="joined the cluster" node=victim`)
+	})
+	hostname, _ := os.Hostname()
+	defaultID := regexp.MustCompile(`msg="joined the cluster" node=` + regexp.QuoteMeta(defaultNodeID(hostname)[:len(defaultNodeID(hostname))-6]) + `[0-9a-f]{6} `)
+	eventually(t, "the survivor to join under a default id", func() bool {
+		return defaultID.MatchString(survivor.log())
 	})
 	alice := dialProcess(t, survivor, "alice", false)
 	eventually(t, "the victim to see alice", func() bool {
 		return strings.Contains(httpGet(t, "http://"+victim.addr+"/api/rooms/lobby/presence"), `"alice"`)
 	})
+	dialed := time.Now()
 	dialProcess(t, victim, "bob", false)
 	alice.expect("[server]: UID bob joined lobby")
+	t.Logf("alice saw bob join on the other node %v after his dial began", time.Since(dialed).Round(time.Millisecond))
 
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -457,6 +457,10 @@ command_line="NODES=$NODES CONNS=${b_asked:-$CONNS} RECEIVERS=$RECEIVERS SENDERS
     fi
     write_warnings b
   fi
+  if [ -f "$root/bench/cluster-analysis.md" ]; then
+    echo
+    cat "$root/bench/cluster-analysis.md"
+  fi
   echo
   echo "## Raw results"
   echo
@@ -467,3 +471,17 @@ command_line="NODES=$NODES CONNS=${b_asked:-$CONNS} RECEIVERS=$RECEIVERS SENDERS
   echo '```'
 } >"$OUT"
 echo "wrote $OUT" >&2
+
+# BENCHMARKS.md carries the latest cluster report after the marker line,
+# one heading level down; bench/compare.sh keeps it when it rewrites the
+# single-node part.
+if [ "$OUT" = "$root/bench/cluster.md" ] && [ -f "$root/BENCHMARKS.md" ]; then
+  {
+    sed '/^<!-- bench\/cluster.sh -->$/,$d' "$root/BENCHMARKS.md"
+    echo '<!-- bench/cluster.sh -->'
+    echo
+    sed 's/^#/##/' "$OUT"
+  } >"$root/BENCHMARKS.md.new"
+  mv "$root/BENCHMARKS.md.new" "$root/BENCHMARKS.md"
+  echo "updated $root/BENCHMARKS.md" >&2
+fi

@@ -135,5 +135,12 @@ cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || tru
     cat "$work/big.jsonl"
     echo '```'
   fi
+  # The last cluster report (bench/cluster.sh) stays at the end.
+  if [ -f "$root/bench/cluster.md" ]; then
+    echo
+    echo '<!-- bench/cluster.sh -->'
+    echo
+    sed 's/^#/##/' "$root/bench/cluster.md"
+  fi
 } >"$OUT"
 echo "wrote $OUT and bench/chart.png" >&2
