@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +33,9 @@ const (
 	// outgoingCapacity bounds the traffic waiting for the publisher; past
 	// it a node refuses new messages rather than queueing without limit.
 	outgoingCapacity = 8192
+	// streamCheckInterval is how often a node looks at the stream even
+	// when nothing seems wrong.
+	streamCheckInterval = 2 * time.Second
 	// publishAckTimeout bounds how long a message may wait for the
 	// stream's ack before its sender is told it was not sent.
 	publishAckTimeout = 5 * time.Second
@@ -47,6 +52,7 @@ const (
 	headerNode    = "Sb-Node"    // the node that published it
 	headerSession = "Sb-Session" // the sending session, for a DM's echo
 	headerData    = "Sb-Data"    // "1" when a publish carries JSON data
+	headerID      = "Sb-Id"      // unique per message of a node's run, to settle lost acks
 )
 
 const (
@@ -65,6 +71,7 @@ var (
 // clusterOut is one message on its way from the hub to the stream, with
 // whoever must hear about it if it does not get there.
 type clusterOut struct {
+	id        string // set by the publisher
 	kind      string
 	room      string
 	from      string
@@ -89,6 +96,7 @@ type pendingAck struct {
 type clusterLink struct {
 	cfg     Config
 	node    string
+	runID   string // random per start, in message ids and presence
 	log     *slog.Logger
 	metrics *metrics
 	hub     *WebSocketServer
@@ -100,7 +108,7 @@ type clusterLink struct {
 	closing     atomic.Bool   // Run is closing the connection on purpose
 	streamReady atomic.Bool   // the stream was found or made since the last (re)connect
 	lastSeq     atomic.Uint64 // last stream sequence delivered here
-	reconnected chan struct{} // one pending signal per reconnect, for the stream keeper
+	reconnected chan struct{} // one pending signal per reconnect or consumer loss, for the stream keeper
 	outgoing    chan clusterOut
 	acks        chan pendingAck
 	presence    *presenceLoop
@@ -110,9 +118,25 @@ type clusterLink struct {
 	// node. Shutdown waits for both to be settled (see settle).
 	inFlight     atomic.Int64
 	highestAcked atomic.Uint64
+	// handedOver is the last stream sequence submitted to the hub; lastSeq
+	// moves first, when a message arrives.
+	handedOver atomic.Uint64
+	// streamFirst is the first sequence of the stream as last found or made.
+	streamFirst atomic.Uint64
+
+	// unsettled holds messages whose ack was lost (cluster_unsettled.go);
+	// generation counts reconnects, to tell which loss a reconnect settles.
+	unsettled  unsettledSet
+	generation atomic.Uint64
+	// streamCreated is when the stream we follow was made; a different
+	// time after a reconnect means the broker lost it and it was made anew.
+	// Set before Run, then only the stream keeper touches it.
+	streamCreated time.Time
 
 	// consumer follows the stream from before the node listens; deliveries
-	// wait on the hub with consumeCtx, which Run's end cancels.
+	// wait on the hub with consumeCtx, which Run's end cancels. consumerMu
+	// guards the three, since the stream keeper may restart the consumer.
+	consumerMu  sync.Mutex
 	consumer    jetstream.ConsumeContext
 	consumeCtx  context.Context
 	stopConsume context.CancelFunc
@@ -123,7 +147,7 @@ type clusterLink struct {
 // afterwards the link reconnects by itself.
 func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *metrics, log *slog.Logger) (*clusterLink, error) {
 	c := &clusterLink{
-		cfg: cfg, node: cfg.NodeID, log: log.With("node", cfg.NodeID), metrics: m, hub: hub,
+		cfg: cfg, node: cfg.NodeID, runID: newSessionID()[:8], log: log.With("node", cfg.NodeID), metrics: m, hub: hub,
 		reconnected: make(chan struct{}, 1),
 		outgoing:    make(chan clusterOut, outgoingCapacity),
 		acks:        make(chan pendingAck, outgoingCapacity),
@@ -164,6 +188,7 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		nc.Close()
 		return nil, err
 	}
+	c.streamCreated = info.Created
 	if err := c.startConsumer(ctx, info.State.LastSeq); err != nil {
 		nc.Close()
 		return nil, err
@@ -232,6 +257,7 @@ func (c *clusterLink) ensureStream(ctx context.Context) (*jetstream.StreamInfo, 
 		if err != nil {
 			return nil, fmt.Errorf("create stream %s: %w", streamName, err)
 		}
+		c.streamFirst.Store(stream.CachedInfo().Config.FirstSeq)
 		c.streamReady.Store(true)
 		return stream.CachedInfo(), nil
 	}
@@ -250,6 +276,7 @@ func (c *clusterLink) ensureStream(ctx context.Context) (*jetstream.StreamInfo, 
 			return nil, fmt.Errorf("update stream %s limits: %w", streamName, err)
 		}
 	}
+	c.streamFirst.Store(info.Config.FirstSeq)
 	c.streamReady.Store(true)
 	return info, nil
 }
@@ -263,13 +290,22 @@ func (c *clusterLink) onDisconnect(_ *nats.Conn, err error) {
 }
 
 func (c *clusterLink) onReconnect(nc *nats.Conn) {
+	c.generation.Add(1)
 	c.connected.Store(true)
 	c.log.Info("NATS connection back", "url", nc.ConnectedUrlRedacted())
-	for _, signal := range []chan struct{}{c.reconnected, c.presence.reconnect} {
-		select {
-		case signal <- struct{}{}:
-		default:
-		}
+	c.recheckStream()
+	select {
+	case c.presence.reconnect <- struct{}{}:
+	default:
+	}
+}
+
+// recheckStream asks the stream keeper to find or make the stream again
+// and check where it ends.
+func (c *clusterLink) recheckStream() {
+	select {
+	case c.reconnected <- struct{}{}:
+	default:
 	}
 }
 
@@ -297,13 +333,18 @@ func (c *clusterLink) forward(out clusterOut) bool {
 
 // noteAcked records a message the stream has taken.
 func (c *clusterLink) noteAcked(seq uint64) {
+	c.raiseAcked(seq)
+	c.inFlight.Add(-1)
+}
+
+// raiseAcked makes highestAcked at least seq.
+func (c *clusterLink) raiseAcked(seq uint64) {
 	for {
 		highest := c.highestAcked.Load()
 		if seq <= highest || c.highestAcked.CompareAndSwap(highest, seq) {
-			break
+			return
 		}
 	}
-	c.inFlight.Add(-1)
 }
 
 // settle waits, at most until ctx ends, until every message this node
@@ -313,7 +354,7 @@ func (c *clusterLink) noteAcked(seq uint64) {
 func (c *clusterLink) settle(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for c.inFlight.Load() > 0 || c.lastSeq.Load() < c.highestAcked.Load() {
+	for c.inFlight.Load() > 0 || c.handedOver.Load() < c.highestAcked.Load() {
 		select {
 		case <-ctx.Done():
 			c.log.Warn("shutdown: stopped waiting for this node's messages to come back", "in_flight", c.inFlight.Load())
@@ -321,6 +362,10 @@ func (c *clusterLink) settle(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+	// The hub applies commands in order: once it answers this one, every
+	// delivery and refusal handed to it before is in the sessions' queues.
+	reply := make(chan struct{}, 1)
+	_, _ = ask(ctx, c.hub, HealthPing{Reply: reply}, reply)
 }
 
 // Run runs the link's goroutines until ctx ends, then closes the NATS
@@ -331,9 +376,9 @@ func (c *clusterLink) Run(ctx context.Context) error {
 		c.nc.Close()
 	}()
 	defer func() {
-		c.stopConsume()
-		c.consumer.Stop()
-		<-c.consumer.Closed()
+		c.consumerMu.Lock()
+		defer c.consumerMu.Unlock()
+		c.stopConsumer()
 	}()
 	c.metrics.clusterUp.Set(1)
 	c.log.Info("joined the cluster", "nats", c.nc.ConnectedUrlRedacted(), "stream", streamName)
@@ -362,16 +407,39 @@ func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 		return fmt.Errorf("ordered consumer on %s: %w", streamName, err)
 	}
 	c.lastSeq.Store(lastSeq)
+	c.handedOver.Store(lastSeq)
+	if c.highestAcked.Load() > lastSeq {
+		c.highestAcked.Store(lastSeq) // a stream that went back: its old numbers are gone
+	}
 	c.consumeCtx, c.stopConsume = context.WithCancel(context.Background())
 	c.consumer, err = consumer.Consume(func(m jetstream.Msg) { c.deliver(c.consumeCtx, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Debug("stream consumer", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				c.recheckStream() // the stream may have been deleted and made anew
+			}
 		}))
 	if err != nil {
 		c.stopConsume()
 		return fmt.Errorf("consume %s: %w", streamName, err)
 	}
 	return nil
+}
+
+// stopConsumer stops the consumer and waits until its callback has
+// returned. The caller holds consumerMu.
+func (c *clusterLink) stopConsumer() {
+	c.stopConsume()
+	c.consumer.Stop()
+	<-c.consumer.Closed()
+}
+
+// restartConsumer follows the stream again from after lastSeq.
+func (c *clusterLink) restartConsumer(ctx context.Context, lastSeq uint64) error {
+	c.consumerMu.Lock()
+	defer c.consumerMu.Unlock()
+	c.stopConsumer()
+	return c.startConsumer(ctx, lastSeq)
 }
 
 // deliver turns one stream message into a hub command. It may wait for
@@ -391,24 +459,44 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 			"last", last, "next", seq)
 		_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
 	}
-	c.metrics.consumerPending.Set(float64(meta.NumPending))
 	h := m.Headers()
+	settled := h.Get(headerNode) == c.node && c.settleSeen(h.Get(headerID), seq)
+	c.metrics.consumerPending.Set(float64(meta.NumPending))
 	d := ClusterDelivery{
 		Kind: h.Get(headerKind), Room: h.Get(headerRoom), From: h.Get(headerFrom), To: h.Get(headerTo),
 		TS: h.Get(headerTS), Node: h.Get(headerNode), SessionID: h.Get(headerSession),
 		Seq: meta.Sequence.Stream, Body: m.Data(), IsData: h.Get(headerData) == "1",
 	}
 	_ = c.hub.submit(ctx, d)
+	c.handedOver.Store(seq)
+	if settled {
+		c.inFlight.Add(-1) // only now: settle waits for the message to be with the hub
+	}
 }
 
 // streamStartsAt reports whether seq is the first sequence of the current
 // stream, as after a broker restart made it anew: that jump loses nothing
-// this node could have had.
+// this node could have had. The consumer may see the new stream before the
+// stream keeper does, so it asks the broker, until it gets an answer: a
+// failed lookup must not close every session.
 func (c *clusterLink) streamStartsAt(ctx context.Context, seq uint64) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	stream, err := c.js.Stream(ctx, streamName)
-	return err == nil && stream.CachedInfo().Config.FirstSeq == seq
+	if seq == c.streamFirst.Load() {
+		return true
+	}
+	for {
+		lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+		stream, err := c.js.Stream(lookup, streamName)
+		cancel()
+		if err == nil {
+			return stream.CachedInfo().Config.FirstSeq == seq
+		}
+		c.log.Warn("stream lookup failed while checking a jump in sequence", "err", err)
+		select {
+		case <-ctx.Done():
+			return true // stopping: nobody left to tell
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // message is out as the stream stores it.
@@ -419,6 +507,7 @@ func (out clusterOut) message(node string) *nats.Msg {
 	}
 	m.Header.Set(headerKind, out.kind)
 	m.Header.Set(headerNode, node)
+	m.Header.Set(headerID, out.id)
 	m.Header.Set(headerTS, out.ts)
 	if out.room != "" {
 		m.Header.Set(headerRoom, out.room)
@@ -447,12 +536,15 @@ func (out clusterOut) message(node string) *nats.Msg {
 // each ack: the stream keeps one connection's order, so a node's messages
 // reach it in the order their senders sent them.
 func (c *clusterLink) publishLoop(ctx context.Context) error {
+	var published uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case out := <-c.outgoing:
 			started := time.Now()
+			published++
+			out.id = c.runID + "-" + strconv.FormatUint(published, 36)
 			// No retries: a retried message could land after a later one.
 			future, err := c.js.PublishMsgAsync(out.message(c.node), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(time.Second))
 			if err != nil {
@@ -468,12 +560,17 @@ func (c *clusterLink) publishLoop(ctx context.Context) error {
 	}
 }
 
-// ackLoop waits for acks in publish order and answers whoever waits.
+// ackLoop waits for acks in publish order and answers whoever waits. A
+// message whose ack was lost is parked until the node knows its fate.
 func (c *clusterLink) ackLoop(ctx context.Context) error {
+	stale := time.NewTicker(time.Second)
+	defer stale.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-stale.C:
+			c.settleStale(ctx)
 		case p := <-c.acks:
 			select {
 			case ack := <-p.future.Ok():
@@ -483,7 +580,11 @@ func (c *clusterLink) ackLoop(ctx context.Context) error {
 					p.out.reply <- PublishResult{Recipients: p.out.recipient}
 				}
 			case err := <-p.future.Err():
-				c.fail(ctx, p.out, err)
+				if ackLost(err) {
+					c.unsettle(p.out)
+				} else {
+					c.fail(ctx, p.out, err)
+				}
 			case <-ctx.Done():
 				return nil
 			}
@@ -493,7 +594,7 @@ func (c *clusterLink) ackLoop(ctx context.Context) error {
 
 // fail tells a message's sender that it was not sent.
 func (c *clusterLink) fail(ctx context.Context, out clusterOut, err error) {
-	c.inFlight.Add(-1)
+	defer c.inFlight.Add(-1) // after the refusal is with the hub, for settle
 	c.metrics.publishErrors.Inc()
 	c.log.Debug("publish failed", "kind", out.kind, "room", out.room, "err", err)
 	if out.reply != nil {
@@ -509,17 +610,32 @@ func (c *clusterLink) fail(ctx context.Context, out clusterOut, err error) {
 // restarted with memory storage has lost it. Until then the node refuses
 // traffic and /healthcheck says the cluster is unavailable.
 func (c *clusterLink) keepStream(ctx context.Context) error {
+	// Besides reconnects and consumer errors, it looks every few seconds:
+	// a stream deleted or cut short by hand must not go unnoticed.
+	check := time.NewTicker(streamCheckInterval)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.reconnected:
+		case <-check.C:
+			if !c.connected.Load() {
+				continue
+			}
 		}
 		for {
-			_, err := c.ensureStream(ctx)
+			wasReady := c.streamReady.Load()
+			info, err := c.ensureStream(ctx)
 			if err == nil {
 				c.metrics.clusterUp.Set(1)
-				c.log.Info("cluster available again", "stream", streamName)
+				remade := !info.Created.Equal(c.streamCreated)
+				c.streamCreated = info.Created
+				if !wasReady || remade {
+					c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
+				}
+				c.checkStreamEnd(ctx, info)
+				c.settleAfterReconnect(ctx, info, remade)
 				break
 			}
 			c.log.Warn("stream not ready", "err", err)
@@ -528,6 +644,33 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 				return nil
 			case <-time.After(500 * time.Millisecond):
 			}
+		}
+	}
+}
+
+// checkStreamEnd handles a stream that came back ending below what this
+// node has already read (a broker that lost its tail, or a stream made
+// anew by a node whose clock is behind): the consumer would wait past its
+// end and skip every new message below its position. The node's sessions
+// may have missed messages, so they are closed with a reason, and the
+// consumer restarts at the stream's end.
+func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.StreamInfo) {
+	if info.State.LastSeq >= c.lastSeq.Load() {
+		return
+	}
+	c.log.Error("stream ends below what this node has read; closing its sessions and following the stream's end",
+		"stream_last", info.State.LastSeq, "node_last", c.lastSeq.Load())
+	_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
+	for {
+		err := c.restartConsumer(ctx, info.State.LastSeq)
+		if err == nil {
+			return
+		}
+		c.log.Warn("restart consumer", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -114,7 +114,6 @@ type peerState struct {
 // and follows everyone else's. It owns peers and seq.
 type presenceLoop struct {
 	link      *clusterLink
-	runID     string // this start's id, in every message
 	heartbeat time.Duration
 	expiry    time.Duration
 
@@ -135,7 +134,6 @@ type presenceLoop struct {
 func newPresenceLoop(c *clusterLink) *presenceLoop {
 	return &presenceLoop{
 		link:      c,
-		runID:     newSessionID()[:8],
 		heartbeat: c.cfg.PresenceHeartbeat,
 		expiry:    c.cfg.PresenceExpiry,
 		changes:   presenceMailbox{signal: make(chan struct{}, 1)},
@@ -260,7 +258,7 @@ func (p *presenceLoop) reconnected() {
 }
 
 func (p *presenceLoop) publish(m presenceMsg) {
-	m.Node, m.Run = p.link.node, p.runID
+	m.Node, m.Run = p.link.node, p.link.runID
 	data, err := json.Marshal(m)
 	if err != nil {
 		p.link.log.Error("encode presence", "err", err)
@@ -363,7 +361,8 @@ func (p *presenceLoop) receive(ctx context.Context, a arrival) {
 		return
 	}
 	if m.Type == presenceBye {
-		if _, known := p.peers[m.Node]; known {
+		// A late bye from an earlier run must not drop the current one.
+		if peer, known := p.peers[m.Node]; known && peer.run == m.Run {
 			delete(p.peers, m.Node)
 			p.link.log.Info("node left the cluster", "peer", m.Node)
 			_ = p.link.hub.submit(ctx, RemoteGone{Node: m.Node})

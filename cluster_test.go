@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,14 +70,17 @@ func (n *testNATS) stop() {
 func (n *testNATS) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.port) }
 
 // startNode runs one cluster node on n, with presence timings short enough
-// for tests.
-func startNode(t testing.TB, n *testNATS, id string) *testServer {
+// for tests, and configure's changes (may be nil).
+func startNode(t testing.TB, n *testNATS, id string, configure ...func(*Config)) *testServer {
 	t.Helper()
 	return startServer(t, func(cfg *Config) {
 		cfg.NATSURL = n.url()
 		cfg.NodeID = id
 		cfg.PresenceHeartbeat = 100 * time.Millisecond
 		cfg.PresenceExpiry = time.Second
+		for _, change := range configure {
+			change(cfg)
+		}
 	})
 }
 
@@ -357,6 +362,61 @@ func TestClusterBrokerOutage(t *testing.T) {
 	}
 }
 
+// Every message sent around a broker outage is answered exactly once:
+// delivered, or refused with "cluster unavailable". A message whose ack was
+// lost when the connection dropped waits until the node knows whether the
+// stream has it (file storage keeps the stream over the restart).
+func TestClusterOutageAnswersEveryMessageOnce(t *testing.T) {
+	n := startNATS(t)
+	node := startNode(t, n, "n1", func(cfg *Config) { cfg.StreamStorage = "file" })
+	alice, _ := node.connectJSON("1", "lobby")
+	const total = 2000
+	// The messages stream in from another goroutine while the broker
+	// stops, so some are waiting for their ack when the connection drops.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range total {
+			data := fmt.Sprintf(`{"type":"message","text":"m%d"}`, i)
+			if alice.conn.Write(context.Background(), websocket.MessageText, []byte(data)) != nil {
+				return
+			}
+		}
+	}()
+	delivered, refused := map[string]bool{}, 0
+	count := func(ev map[string]any) {
+		switch {
+		case ev["type"] == "message" && !delivered[ev["text"].(string)]:
+			delivered[ev["text"].(string)] = true
+		case ev["type"] == "error" && ev["code"] == "unavailable":
+			refused++
+		default:
+			t.Fatalf("unexpected event %v (%d delivered, %d refused so far)", ev, len(delivered), refused)
+		}
+	}
+	for len(delivered) < 50 {
+		count(alice.readJSON())
+	}
+	n.stop()
+	<-sent
+	n.start()
+	eventually(t, "the node to recover", func() bool {
+		status, _ := node.request("GET", "/healthcheck", "", nil)
+		return status == http.StatusOK
+	})
+	for len(delivered)+refused < total {
+		count(alice.readJSON())
+	}
+	// Nothing more may come for the outage: the next event is the marker.
+	alice.sendJSON(map[string]string{"type": "message", "text": "end"})
+	if ev := alice.readJSON(); ev["text"] != "end" {
+		t.Fatalf("after %d delivered and %d refused, got %v before the end marker", len(delivered), refused, ev)
+	}
+	_, metrics := node.request("GET", "/metrics", "", nil)
+	lost := regexp.MustCompile(`switchboard_cluster_acks_lost_total (\d+)`).FindStringSubmatch(metrics)
+	t.Logf("%d delivered, %d refused; acks lost and settled later: %v", len(delivered), refused, lost)
+}
+
 // A cluster that had no traffic at all before the broker restarted still
 // delivers the first message afterwards on every node: a consumer with
 // nothing delivered yet must not restart from "new messages only".
@@ -422,6 +482,58 @@ func (m *injectedMsg) Headers() nats.Header {
 }
 
 func (m *injectedMsg) Data() []byte { return []byte(m.text) }
+
+// A stream deleted and made again numbered below what a node has read (by
+// an operator, or a node whose clock is behind) would make the node's
+// consumer skip every new message below its position: the node closes its
+// sessions with a reason instead, follows the stream's end, and a client
+// that reconnects is served again.
+func TestClusterStreamBackBelowNodePosition(t *testing.T) {
+	n, nodes := startCluster(t, 1)
+	alice, _ := nodes[0].connectJSON("1", "lobby")
+	alice.sendJSON(map[string]string{"type": "message", "text": "one"})
+	seq := uint64(alice.readEvents(1, "message")[0]["seq"].(float64))
+
+	operator, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer operator.Close()
+	js, err := jetstream.New(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node may make the stream again itself between the delete and
+	// the create (its consumer notices the loss); then try again.
+	for attempt := 0; ; attempt++ {
+		if err := js.DeleteStream(t.Context(), streamName); err != nil {
+			t.Fatal(err)
+		}
+		_, err := js.CreateStream(t.Context(), nodes[0].sb.cluster.streamConfig(seq-3))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || attempt == 10 {
+			t.Fatal(err)
+		}
+	}
+	alice.expectClose(websocket.StatusServiceRestart, "missed cluster messages")
+
+	eventually(t, "a reconnected client to be served", func() bool {
+		again, _ := nodes[0].connectJSON("1", "lobby")
+		defer again.conn.CloseNow()
+		again.sendJSON(map[string]string{"type": "message", "text": "two"})
+		for {
+			ev := again.readJSON()
+			switch {
+			case ev["type"] == "message":
+				return ev["text"] == "two"
+			case ev["type"] == "error":
+				return false // the stream keeper is not done yet
+			}
+		}
+	})
+}
 
 // An API publish goes through even when the node it reaches knows of no
 // session in the room yet; a room empty everywhere answers 0 recipients.

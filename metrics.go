@@ -19,6 +19,7 @@ type metrics struct {
 	clusterUp       prometheus.Gauge
 	publishSeconds  prometheus.Histogram
 	publishErrors   prometheus.Counter
+	acksLost        prometheus.Counter
 	consumerPending prometheus.Gauge
 }
 
@@ -50,6 +51,9 @@ func newMetrics() *metrics {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchboard_cluster_publish_errors_total", Help: "Messages the stream did not take; each sender was told.",
 		}),
+		acksLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchboard_cluster_acks_lost_total", Help: "Messages whose ack was lost to a disconnect or timeout; each is answered once the node knows whether the stream has it.",
+		}),
 		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_cluster_consumer_pending", Help: "Stream messages not yet delivered to this node (consumer lag), as of the last one delivered.",
 		}),
@@ -73,7 +77,7 @@ func (m *metrics) watchQueueBytes(total func() float64) {
 // watchCluster registers the broker metrics; a single node does not show
 // them.
 func (m *metrics) watchCluster(c *clusterLink) {
-	m.registry.MustRegister(m.clusterUp, m.publishSeconds, m.publishErrors, m.consumerPending,
+	m.registry.MustRegister(m.clusterUp, m.publishSeconds, m.publishErrors, m.acksLost, m.consumerPending,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "switchboard_cluster_stream_seq", Help: "The last stream sequence delivered to this node.",
 		}, func() float64 { return float64(c.lastSeq.Load()) }))
