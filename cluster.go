@@ -36,6 +36,9 @@ const (
 	// streamCheckInterval is how often a node looks at the stream even
 	// when nothing seems wrong.
 	streamCheckInterval = 2 * time.Second
+	// consumerStopWait bounds how long a stopping node waits for its
+	// stream consumer to stop.
+	consumerStopWait = 2 * time.Second
 	// publishAckTimeout bounds how long a message may wait for the
 	// stream's ack before its sender is told it was not sent.
 	publishAckTimeout = 5 * time.Second
@@ -378,7 +381,20 @@ func (c *clusterLink) Run(ctx context.Context) error {
 	defer func() {
 		c.consumerMu.Lock()
 		defer c.consumerMu.Unlock()
-		c.stopConsumer()
+		// nats.go holds the consumer while it retries a reset, which can
+		// take seconds when the broker is flapping; shutdown does not wait
+		// for that beyond consumerStopWait (closing the connection next
+		// ends the retries).
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			c.stopConsumer()
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(consumerStopWait):
+			c.log.Warn("stream consumer still stopping; closing the connection anyway")
+		}
 	}()
 	c.metrics.clusterUp.Set(1)
 	c.log.Info("joined the cluster", "nats", c.nc.ConnectedUrlRedacted(), "stream", streamName)
