@@ -33,9 +33,6 @@ const (
 	// outgoingCapacity bounds the traffic waiting for the publisher; past
 	// it a node refuses new messages rather than queueing without limit.
 	outgoingCapacity = 8192
-	// streamCheckInterval is how often a node looks at the stream even
-	// when nothing seems wrong.
-	streamCheckInterval = 2 * time.Second
 	// consumerStopWait bounds how long a stopping node waits for its
 	// stream consumer to stop.
 	consumerStopWait = 2 * time.Second
@@ -628,7 +625,7 @@ func (c *clusterLink) fail(ctx context.Context, out clusterOut, err error) {
 func (c *clusterLink) keepStream(ctx context.Context) error {
 	// Besides reconnects and consumer errors, it looks every few seconds:
 	// a stream deleted or cut short by hand must not go unnoticed.
-	check := time.NewTicker(streamCheckInterval)
+	check := time.NewTicker(c.cfg.StreamCheckInterval)
 	defer check.Stop()
 	for {
 		select {
@@ -642,6 +639,9 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 		}
 		for {
 			wasReady := c.streamReady.Load()
+			// Read before asking: the consumer moves on while the answer
+			// comes, and the stream's end is never below what it had.
+			readBefore := c.lastSeq.Load()
 			info, err := c.ensureStream(ctx)
 			if err == nil {
 				c.metrics.clusterUp.Set(1)
@@ -650,7 +650,7 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 				if !wasReady || remade {
 					c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
 				}
-				c.checkStreamEnd(ctx, info)
+				c.checkStreamEnd(ctx, info, readBefore)
 				c.settleAfterReconnect(ctx, info, remade)
 				break
 			}
@@ -665,17 +665,17 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 }
 
 // checkStreamEnd handles a stream that came back ending below what this
-// node has already read (a broker that lost its tail, or a stream made
+// node had read (readBefore, taken before info was asked for) (a broker that lost its tail, or a stream made
 // anew by a node whose clock is behind): the consumer would wait past its
 // end and skip every new message below its position. The node's sessions
 // may have missed messages, so they are closed with a reason, and the
 // consumer restarts at the stream's end.
-func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.StreamInfo) {
-	if info.State.LastSeq >= c.lastSeq.Load() {
+func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.StreamInfo, readBefore uint64) {
+	if info.State.LastSeq >= readBefore {
 		return
 	}
 	c.log.Error("stream ends below what this node has read; closing its sessions and following the stream's end",
-		"stream_last", info.State.LastSeq, "node_last", c.lastSeq.Load())
+		"stream_last", info.State.LastSeq, "node_last", readBefore)
 	_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
 	for {
 		err := c.restartConsumer(ctx, info.State.LastSeq)

@@ -78,6 +78,9 @@ func startNode(t testing.TB, n *testNATS, id string, configure ...func(*Config))
 		cfg.NodeID = id
 		cfg.PresenceHeartbeat = 100 * time.Millisecond
 		cfg.PresenceExpiry = time.Second
+		// Often, so that every test checks the stream under its traffic:
+		// the check must never mistake a moving stream for a lost one.
+		cfg.StreamCheckInterval = 10 * time.Millisecond
 		for _, change := range configure {
 			change(cfg)
 		}

@@ -44,6 +44,9 @@ type Config struct {
 	// and tests shorten them.
 	PresenceHeartbeat time.Duration
 	PresenceExpiry    time.Duration
+	// StreamCheckInterval is how often a node looks at the stream even
+	// when nothing seems wrong (a stream deleted or cut short by hand).
+	StreamCheckInterval time.Duration
 }
 
 // defaultConfig is what `go run .` uses with no flags and no environment.
@@ -66,6 +69,8 @@ func defaultConfig() Config {
 		StreamStorage:     "memory",
 		PresenceHeartbeat: 2 * time.Second,
 		PresenceExpiry:    10 * time.Second,
+
+		StreamCheckInterval: 2 * time.Second,
 	}
 }
 
