@@ -449,16 +449,50 @@ func TestClusterQuietBrokerRestart(t *testing.T) {
 
 // A node that finds stream messages gone before it got them (stream limits
 // while it lagged) closes its sessions with a reason instead of skipping
-// them silently. The gap is injected at the consumer: making a real node
-// lag behind the stream's limits on purpose would be a timing game.
+// them silently. The lag is made by stopping the node's consumer while
+// messages arrive and are removed, as the limits would remove them.
 func TestClusterMissedMessagesCloseSessions(t *testing.T) {
-	_, nodes := startCluster(t, 1)
+	n, nodes := startCluster(t, 1)
 	alice, _ := nodes[0].connectJSON("1", "lobby")
 	alice.sendJSON(map[string]string{"type": "message", "text": "kept"})
 	seq := uint64(alice.readEvents(1, "message")[0]["seq"].(float64))
 
 	link := nodes[0].sb.cluster
-	link.deliver(t.Context(), &injectedMsg{seq: seq + 5, room: "lobby", text: "after a gap"})
+	link.consumerMu.Lock()
+	link.stopConsumer()
+	link.consumerMu.Unlock()
+	operator, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer operator.Close()
+	js, err := jetstream.New(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(t.Context(), streamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		m := nats.NewMsg(roomSubject)
+		m.Header.Set(headerKind, kindMessage)
+		m.Header.Set(headerRoom, "lobby")
+		m.Header.Set(headerFrom, "2")
+		m.Data = []byte(fmt.Sprint("lost ", i))
+		ack, err := js.PublishMsg(t.Context(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < 5 { // the sixth stays: the node finds it after a gap
+			if err := stream.DeleteMsg(t.Context(), ack.Sequence); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := link.restartConsumer(t.Context(), seq); err != nil {
+		t.Fatal(err)
+	}
 	alice.expectClose(websocket.StatusServiceRestart, "missed cluster messages")
 
 	again, _ := nodes[0].connectJSON("1", "lobby")
@@ -467,24 +501,6 @@ func TestClusterMissedMessagesCloseSessions(t *testing.T) {
 		t.Fatalf("after reconnecting: %v", ev)
 	}
 }
-
-// injectedMsg is a stream message made up by a test; only what the
-// consumer reads is filled in.
-type injectedMsg struct {
-	jetstream.Msg
-	seq        uint64
-	room, text string
-}
-
-func (m *injectedMsg) Metadata() (*jetstream.MsgMetadata, error) {
-	return &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: m.seq}}, nil
-}
-
-func (m *injectedMsg) Headers() nats.Header {
-	return nats.Header{headerKind: {kindMessage}, headerRoom: {m.room}, headerFrom: {"2"}, headerTS: {"2026-01-01T00:00:00Z"}}
-}
-
-func (m *injectedMsg) Data() []byte { return []byte(m.text) }
 
 // A stream deleted and made again numbered below what a node has read (by
 // an operator, or a node whose clock is behind) would make the node's
