@@ -124,10 +124,9 @@ type clusterLink struct {
 	// streamFirst is the first sequence of the stream as last found or made.
 	streamFirst atomic.Uint64
 
-	// unsettled holds messages whose ack was lost (cluster_unsettled.go);
-	// generation counts reconnects, to tell which loss a reconnect settles.
-	unsettled  unsettledSet
-	generation atomic.Uint64
+	// pending holds every published message until it is answered
+	// (cluster_pending.go).
+	pending pendingSet
 	// streamCreated is when the stream we follow was made; a different
 	// time after a reconnect means the broker lost it and it was made anew.
 	// Set before Run, then only the stream keeper touches it.
@@ -183,7 +182,7 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	c.js = js
-	info, err := c.ensureStream(ctx)
+	info, err := c.ensureStream(ctx, true)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -243,10 +242,14 @@ func (c *clusterLink) nextFirstSeq() uint64 {
 	return max(c.lastSeq.Load()+1, uint64(time.Now().UnixMicro()))
 }
 
-// ensureStream finds the stream, or makes it, brings its limits in line
-// with the flags, and returns its info.
-func (c *clusterLink) ensureStream(ctx context.Context) (*jetstream.StreamInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// ensureStream finds the stream, or makes it, and returns its info. With
+// adjustLimits (at start) it brings the stream's limits in line with the
+// flags; later checks leave them, so nodes started with different limits
+// do not undo each other every few seconds.
+func (c *clusterLink) ensureStream(ctx context.Context, adjustLimits bool) (*jetstream.StreamInfo, error) {
+	// Short: a lookup sent on a connection that is dying gets no answer,
+	// and the keeper should be free again soon after the reconnect.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	stream, err := c.js.Stream(ctx, streamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -265,6 +268,11 @@ func (c *clusterLink) ensureStream(ctx context.Context) (*jetstream.StreamInfo, 
 		return nil, fmt.Errorf("look up stream %s: %w", streamName, err)
 	}
 	info := stream.CachedInfo()
+	if !adjustLimits {
+		c.streamFirst.Store(info.Config.FirstSeq)
+		c.streamReady.Store(true)
+		return info, nil
+	}
 	want := c.streamConfig(info.Config.FirstSeq)
 	if info.Config.Storage != want.Storage {
 		c.log.Warn("stream storage differs from -stream-storage; keeping the stream as it is",
@@ -290,7 +298,6 @@ func (c *clusterLink) onDisconnect(_ *nats.Conn, err error) {
 }
 
 func (c *clusterLink) onReconnect(nc *nats.Conn) {
-	c.generation.Add(1)
 	c.connected.Store(true)
 	c.log.Info("NATS connection back", "url", nc.ConnectedUrlRedacted())
 	c.recheckStream()
@@ -329,12 +336,6 @@ func (c *clusterLink) forward(out clusterOut) bool {
 		c.inFlight.Add(-1)
 		return false
 	}
-}
-
-// noteAcked records a message the stream has taken.
-func (c *clusterLink) noteAcked(seq uint64) {
-	c.raiseAcked(seq)
-	c.inFlight.Add(-1)
 }
 
 // raiseAcked makes highestAcked at least seq.
@@ -378,20 +379,7 @@ func (c *clusterLink) Run(ctx context.Context) error {
 	defer func() {
 		c.consumerMu.Lock()
 		defer c.consumerMu.Unlock()
-		// nats.go holds the consumer while it retries a reset, which can
-		// take seconds when the broker is flapping; shutdown does not wait
-		// for that beyond consumerStopWait (closing the connection next
-		// ends the retries).
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			c.stopConsumer()
-		}()
-		select {
-		case <-stopped:
-		case <-time.After(consumerStopWait):
-			c.log.Warn("stream consumer still stopping; closing the connection anyway")
-		}
+		c.stopConsumer()
 	}()
 	c.metrics.clusterUp.Set(1)
 	c.log.Info("joined the cluster", "nats", c.nc.ConnectedUrlRedacted(), "stream", streamName)
@@ -424,8 +412,13 @@ func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 	if c.highestAcked.Load() > lastSeq {
 		c.highestAcked.Store(lastSeq) // a stream that went back: its old numbers are gone
 	}
-	c.consumeCtx, c.stopConsume = context.WithCancel(context.Background())
-	c.consumer, err = consumer.Consume(func(m jetstream.Msg) { c.deliver(c.consumeCtx, m) },
+	consumeCtx, stopConsume := context.WithCancel(context.Background())
+	c.consumeCtx, c.stopConsume = consumeCtx, stopConsume
+	consuming, err := consumer.Consume(func(m jetstream.Msg) {
+		if consumeCtx.Err() == nil { // a consumer still stopping delivers nothing more
+			c.deliver(consumeCtx, m)
+		}
+	},
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			c.log.Debug("stream consumer", "err", err)
 			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -433,18 +426,36 @@ func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 			}
 		}))
 	if err != nil {
-		c.stopConsume()
+		stopConsume()
 		return fmt.Errorf("consume %s: %w", streamName, err)
 	}
+	c.consumer = consuming
 	return nil
 }
 
-// stopConsumer stops the consumer and waits until its callback has
-// returned. The caller holds consumerMu.
+// stopConsumer stops the consumer. It waits at most consumerStopWait:
+// nats.go holds a consumer while it retries a reset, which takes seconds
+// when the broker is flapping, and a consumer still stopping delivers
+// nothing more anyway (its context is cancelled first). The caller holds
+// consumerMu.
 func (c *clusterLink) stopConsumer() {
+	if c.consumer == nil {
+		return
+	}
 	c.stopConsume()
-	c.consumer.Stop()
-	<-c.consumer.Closed()
+	consumer := c.consumer
+	c.consumer = nil
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		consumer.Stop()
+		<-consumer.Closed()
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(consumerStopWait):
+		c.log.Warn("stream consumer still stopping; going on without waiting")
+	}
 }
 
 // restartConsumer follows the stream again from after lastSeq.
@@ -473,7 +484,13 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 		_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
 	}
 	h := m.Headers()
-	settled := h.Get(headerNode) == c.node && c.settleSeen(h.Get(headerID), seq)
+	answered := false
+	if h.Get(headerNode) == c.node {
+		if out, ok := c.pending.take(h.Get(headerID)); ok { // back before its ack
+			c.answerSent(out, seq)
+			answered = true
+		}
+	}
 	c.metrics.consumerPending.Set(float64(meta.NumPending))
 	d := ClusterDelivery{
 		Kind: h.Get(headerKind), Room: h.Get(headerRoom), From: h.Get(headerFrom), To: h.Get(headerTo),
@@ -482,7 +499,7 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 	}
 	_ = c.hub.submit(ctx, d)
 	c.handedOver.Store(seq)
-	if settled {
+	if answered {
 		c.inFlight.Add(-1) // only now: settle waits for the message to be with the hub
 	}
 }
@@ -545,6 +562,10 @@ func (out clusterOut) message(node string) *nats.Msg {
 	return m
 }
 
+// publishOptions: no retries, since a retried message could land after a
+// later one; and a bounded wait when too many acks are outstanding.
+var publishOptions = []jetstream.PublishOpt{jetstream.WithRetryAttempts(0), jetstream.WithStallWait(time.Second)}
+
 // publishLoop publishes in the order the hub accepted, without waiting for
 // each ack: the stream keeps one connection's order, so a node's messages
 // reach it in the order their senders sent them.
@@ -558,10 +579,12 @@ func (c *clusterLink) publishLoop(ctx context.Context) error {
 			started := time.Now()
 			published++
 			out.id = c.runID + "-" + strconv.FormatUint(published, 36)
-			// No retries: a retried message could land after a later one.
-			future, err := c.js.PublishMsgAsync(out.message(c.node), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(time.Second))
+			c.pending.add(out)
+			future, err := c.js.PublishMsgAsync(out.message(c.node), publishOptions...)
 			if err != nil {
-				c.fail(ctx, out, err)
+				if out, ok := c.pending.take(out.id); ok {
+					c.fail(ctx, out, err)
+				}
 				continue
 			}
 			select {
@@ -573,30 +596,33 @@ func (c *clusterLink) publishLoop(ctx context.Context) error {
 	}
 }
 
-// ackLoop waits for acks in publish order and answers whoever waits. A
-// message whose ack was lost is parked until the node knows its fate.
+// ackLoop waits for acks in publish order and answers whoever waits,
+// unless the consumer has already (see cluster_pending.go). A message
+// whose ack was lost is marked, and answered once the node knows its fate.
 func (c *clusterLink) ackLoop(ctx context.Context) error {
-	stale := time.NewTicker(time.Second)
-	defer stale.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-stale.C:
-			c.settleStale(ctx)
 		case p := <-c.acks:
 			select {
 			case ack := <-p.future.Ok():
 				c.metrics.publishSeconds.Observe(time.Since(p.started).Seconds())
-				c.noteAcked(ack.Sequence)
-				if p.out.reply != nil {
-					p.out.reply <- PublishResult{Recipients: p.out.recipient}
+				if out, ok := c.pending.take(p.out.id); ok {
+					c.answerSent(out, ack.Sequence)
+					c.inFlight.Add(-1)
 				}
 			case err := <-p.future.Err():
-				if ackLost(err) {
-					c.unsettle(p.out)
-				} else {
-					c.fail(ctx, p.out, err)
+				switch {
+				case ackLost(err):
+					if c.pending.markLost(p.out.id) {
+						c.metrics.acksLost.Inc()
+						c.log.Debug("ack lost; the stream keeper will find out whether the message was stored", "kind", p.out.kind, "err", err)
+					}
+				default:
+					if out, ok := c.pending.take(p.out.id); ok {
+						c.fail(ctx, out, err)
+					}
 				}
 			case <-ctx.Done():
 				return nil
@@ -638,11 +664,12 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 			}
 		}
 		for {
+			passStart := time.Now()
 			wasReady := c.streamReady.Load()
 			// Read before asking: the consumer moves on while the answer
 			// comes, and the stream's end is never below what it had.
 			readBefore := c.lastSeq.Load()
-			info, err := c.ensureStream(ctx)
+			info, err := c.ensureStream(ctx, false)
 			if err == nil {
 				c.metrics.clusterUp.Set(1)
 				remade := !info.Created.Equal(c.streamCreated)
@@ -651,7 +678,7 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 					c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
 				}
 				c.checkStreamEnd(ctx, info, readBefore)
-				c.settleAfterReconnect(ctx, info, remade)
+				c.refuseLost(ctx, info, remade, passStart)
 				break
 			}
 			c.log.Warn("stream not ready", "err", err)
