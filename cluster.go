@@ -615,8 +615,8 @@ func (c *clusterLink) ackLoop(ctx context.Context) error {
 			case err := <-p.future.Err():
 				switch {
 				case ackLost(err):
+					c.metrics.acksLost.Inc()
 					if c.pending.markLost(p.out.id) {
-						c.metrics.acksLost.Inc()
 						c.log.Debug("ack lost; the stream keeper will find out whether the message was stored", "kind", p.out.kind, "err", err)
 					}
 				default:

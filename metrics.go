@@ -52,7 +52,7 @@ func newMetrics() *metrics {
 			Name: "switchboard_cluster_publish_errors_total", Help: "Messages the stream did not take; each sender was told.",
 		}),
 		acksLost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "switchboard_cluster_acks_lost_total", Help: "Messages whose ack was lost to a disconnect or timeout; each is answered once the node knows whether the stream has it.",
+			Name: "switchboard_cluster_acks_lost_total", Help: "Publish acks lost to a disconnect or timeout. Each such message is answered once: as sent if it came back through the consumer, else as refused once the node knows the stream lacks it.",
 		}),
 		consumerPending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_cluster_consumer_pending", Help: "Stream messages not yet delivered to this node (consumer lag), as of the last one delivered.",
