@@ -521,10 +521,8 @@ func (c *clusterLink) streamStartsAt(ctx context.Context, seq uint64) bool {
 			return stream.CachedInfo().Config.FirstSeq == seq
 		}
 		c.log.Warn("stream lookup failed while checking a jump in sequence", "err", err)
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, 200*time.Millisecond) {
 			return true // stopping: nobody left to tell
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -682,19 +680,18 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 				break
 			}
 			c.log.Warn("stream not ready", "err", err)
-			select {
-			case <-ctx.Done():
+			if !sleepCtx(ctx, 500*time.Millisecond) {
 				return nil
-			case <-time.After(500 * time.Millisecond):
 			}
 		}
 	}
 }
 
-// checkStreamEnd handles a stream that came back ending below what this
-// node had read (readBefore, taken before info was asked for) (a broker that lost its tail, or a stream made
-// anew by a node whose clock is behind): the consumer would wait past its
-// end and skip every new message below its position. The node's sessions
+// checkStreamEnd handles a stream that came back ending below readBefore,
+// what this node had read before info was asked for (a broker that lost
+// its tail, or a stream made anew by a node whose clock is behind): the
+// consumer would wait past its end and skip every new message below its
+// position. The node's sessions
 // may have missed messages, so they are closed with a reason, and the
 // consumer restarts at the stream's end.
 func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.StreamInfo, readBefore uint64) {
@@ -710,10 +707,8 @@ func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.Stream
 			return
 		}
 		c.log.Warn("restart consumer", "err", err)
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, 500*time.Millisecond) {
 			return
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
