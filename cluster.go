@@ -656,35 +656,45 @@ func (c *clusterLink) keepStream(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-c.reconnected:
-		case <-check.C:
-			if !c.connected.Load() {
-				continue
-			}
-		}
-		for {
-			passStart := time.Now()
-			wasReady := c.streamReady.Load()
-			// Read before asking: the consumer moves on while the answer
-			// comes, and the stream's end is never below what it had.
-			readBefore := c.lastSeq.Load()
-			info, err := c.ensureStream(ctx, false)
-			if err == nil {
-				c.metrics.clusterUp.Set(1)
-				remade := !info.Created.Equal(c.streamCreated)
-				c.streamCreated = info.Created
-				if !wasReady || remade {
-					c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
+			// Until the stream is found or made, the node refuses traffic
+			// and /healthcheck says so: keep trying.
+			for !c.keepStreamPass(ctx) {
+				if !sleepCtx(ctx, 500*time.Millisecond) {
+					return nil
 				}
-				c.checkStreamEnd(ctx, info, readBefore)
-				c.refuseLost(ctx, info, remade, passStart)
-				break
 			}
-			c.log.Warn("stream not ready", "err", err)
-			if !sleepCtx(ctx, 500*time.Millisecond) {
-				return nil
+		case <-check.C:
+			// A routine look that fails (a busy broker) changes nothing;
+			// the next tick looks again.
+			if c.connected.Load() {
+				c.keepStreamPass(ctx)
 			}
 		}
 	}
+}
+
+// keepStreamPass finds or makes the stream once and acts on what it finds;
+// it reports whether it got an answer.
+func (c *clusterLink) keepStreamPass(ctx context.Context) bool {
+	passStart := time.Now()
+	wasReady := c.streamReady.Load()
+	// Read before asking: the consumer moves on while the answer comes,
+	// and the stream's end is never below what it had.
+	readBefore := c.lastSeq.Load()
+	info, err := c.ensureStream(ctx, false)
+	if err != nil {
+		c.log.Debug("stream lookup", "err", err)
+		return false
+	}
+	c.metrics.clusterUp.Set(1)
+	remade := !info.Created.Equal(c.streamCreated)
+	c.streamCreated = info.Created
+	if !wasReady || remade {
+		c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
+	}
+	c.checkStreamEnd(ctx, info, readBefore)
+	c.refuseLost(ctx, info, remade, passStart)
+	return true
 }
 
 // checkStreamEnd handles a stream that came back ending below readBefore,
