@@ -52,7 +52,6 @@ const (
 	headerNode    = "Sb-Node"    // the node that published it
 	headerSession = "Sb-Session" // the sending session, for a DM's echo
 	headerData    = "Sb-Data"    // "1" when a publish carries JSON data
-	headerID      = "Sb-Id"      // unique per message of a node's run, to settle lost acks
 )
 
 const (
@@ -60,6 +59,9 @@ const (
 	kindPublish = "publish"
 	kindBinary  = "binary"
 	kindDirect  = "direct"
+	// kindVoid marks a stream message that only settles a lost ack (see
+	// cluster_pending.go); consumers skip it.
+	kindVoid = "void"
 )
 
 var (
@@ -132,12 +134,11 @@ type clusterLink struct {
 	// Set before Run, then only the stream keeper touches it.
 	streamCreated time.Time
 
-	// consumer follows the stream from before the node listens; deliveries
-	// wait on the hub with consumeCtx, which Run's end cancels. consumerMu
-	// guards the three, since the stream keeper may restart the consumer.
+	// consumer follows the stream from before the node listens; its
+	// deliveries wait on the hub until stopConsume. consumerMu guards both,
+	// since the stream keeper may restart the consumer.
 	consumerMu  sync.Mutex
 	consumer    jetstream.ConsumeContext
-	consumeCtx  context.Context
 	stopConsume context.CancelFunc
 }
 
@@ -230,6 +231,9 @@ func (c *clusterLink) streamConfig(firstSeq uint64) jetstream.StreamConfig {
 		MaxBytes:    c.cfg.StreamMaxBytes,
 		Discard:     jetstream.DiscardOld,
 		FirstSeq:    firstSeq,
+		// Lost acks are settled within seconds of a reconnect; the window
+		// must cover that, and may not exceed the stream's max age.
+		Duplicates: min(2*time.Minute, c.cfg.StreamMaxAge),
 	}
 }
 
@@ -279,7 +283,7 @@ func (c *clusterLink) ensureStream(ctx context.Context, adjustLimits bool) (*jet
 			"stream", streamName, "have", info.Config.Storage.String(), "want", want.Storage.String())
 		want.Storage = info.Config.Storage
 	}
-	if info.Config.MaxAge != want.MaxAge || info.Config.MaxBytes != want.MaxBytes {
+	if info.Config.MaxAge != want.MaxAge || info.Config.MaxBytes != want.MaxBytes || info.Config.Duplicates != want.Duplicates {
 		if _, err := c.js.UpdateStream(ctx, want); err != nil {
 			return nil, fmt.Errorf("update stream %s limits: %w", streamName, err)
 		}
@@ -413,7 +417,7 @@ func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 		c.highestAcked.Store(lastSeq) // a stream that went back: its old numbers are gone
 	}
 	consumeCtx, stopConsume := context.WithCancel(context.Background())
-	c.consumeCtx, c.stopConsume = consumeCtx, stopConsume
+	c.stopConsume = stopConsume
 	consuming, err := consumer.Consume(func(m jetstream.Msg) {
 		if consumeCtx.Err() == nil { // a consumer still stopping delivers nothing more
 			c.deliver(consumeCtx, m)
@@ -485,8 +489,10 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 	}
 	h := m.Headers()
 	answered := false
-	if h.Get(headerNode) == c.node {
-		if out, ok := c.pending.take(h.Get(headerID)); ok { // back before its ack
+	// A void marker carries a lost message's id but is not that message:
+	// only settleLost answers for it.
+	if h.Get(headerNode) == c.node && h.Get(headerKind) != kindVoid {
+		if out, ok := c.pending.take(h.Get(jetstream.MsgIDHeader)); ok { // back before its ack
 			c.answerSent(out, seq)
 			answered = true
 		}
@@ -535,7 +541,8 @@ func (out clusterOut) message(node string) *nats.Msg {
 	}
 	m.Header.Set(headerKind, out.kind)
 	m.Header.Set(headerNode, node)
-	m.Header.Set(headerID, out.id)
+	// The stream's duplicate detection keys on this id: see settleLost.
+	m.Header.Set(jetstream.MsgIDHeader, out.id)
 	m.Header.Set(headerTS, out.ts)
 	if out.room != "" {
 		m.Header.Set(headerRoom, out.room)
@@ -693,7 +700,7 @@ func (c *clusterLink) keepStreamPass(ctx context.Context) bool {
 		c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
 	}
 	c.checkStreamEnd(ctx, info, readBefore)
-	c.refuseLost(ctx, info, remade, passStart)
+	c.settleLost(ctx, passStart)
 	return true
 }
 
@@ -763,4 +770,15 @@ func validNodeID(id string) bool {
 		}
 	}
 	return true
+}
+
+// sleepCtx waits d, or less if ctx ends; it reports whether ctx is still
+// live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }

@@ -14,16 +14,13 @@ import (
 // is settled: the stream's ack, its id coming back through the node's own
 // consumer (whichever comes first: a message is answered once), or a
 // refusal. When the ack is lost (the connection dropped, or it timed out)
-// the broker may or may not have stored the message, so it is only marked
-// lost and keeps waiting: a later pass of the stream keeper, which reads
-// the stream's end after the loss, refuses it once the consumer has handed
-// over everything up to that end without seeing it. A stream made anew has
-// none of the lost messages. Time alone never settles a message: while the
-// broker stays away, its sender waits.
-
-// catchUpLimit bounds how long one stream keeper pass waits for the
-// consumer to reach the stream's end; the next pass tries again.
-const catchUpLimit = 10 * time.Second
+// the broker may or may not have stored the message, or may store it
+// later, so it is only marked lost. The stream keeper then asks the stream
+// itself: it publishes a void marker under the lost message's id. The
+// stream keeps one message per id within its duplicate window, so a
+// "duplicate" answer means the message is there (it was sent), and a
+// stored marker means it is not and can no longer arrive late (it is
+// refused). While the broker stays away, the sender waits.
 
 // pendingMsg is a published message without an answer yet.
 type pendingMsg struct {
@@ -72,31 +69,17 @@ func (p *pendingSet) markLost(id string) bool {
 	return ok
 }
 
-// lostBefore reports whether some message's ack was lost before t.
-func (p *pendingSet) lostBefore(t time.Time) bool {
+// lostBefore lists the messages whose ack was lost before t.
+func (p *pendingSet) lostBefore(t time.Time) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, m := range p.msgs {
-		if !m.lostAt.IsZero() && m.lostAt.Before(t) {
-			return true
-		}
-	}
-	return false
-}
-
-// takeLostBefore removes and returns the messages whose ack was lost
-// before t.
-func (p *pendingSet) takeLostBefore(t time.Time) []clusterOut {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var taken []clusterOut
+	var ids []string
 	for id, m := range p.msgs {
 		if !m.lostAt.IsZero() && m.lostAt.Before(t) {
-			taken = append(taken, m.out)
-			delete(p.msgs, id)
+			ids = append(ids, id)
 		}
 	}
-	return taken
+	return ids
 }
 
 // ackLost reports whether a publish error leaves the message's fate open:
@@ -115,35 +98,31 @@ func (c *clusterLink) answerSent(out clusterOut, seq uint64) {
 	}
 }
 
-// refuseLost answers the messages whose ack was lost before the keeper's
-// pass started at passStart: once the consumer has handed over the stream
-// up to its end as read in this pass, any of them not seen was not stored.
-// A stream made anew has none of them. If the consumer does not get there
-// within catchUpLimit, the next pass decides.
-func (c *clusterLink) refuseLost(ctx context.Context, info *jetstream.StreamInfo, remade bool, passStart time.Time) {
-	if !c.pending.lostBefore(passStart) {
-		return
-	}
-	if !remade {
-		deadline := time.Now().Add(catchUpLimit)
-		for c.handedOver.Load() < info.State.LastSeq {
-			if time.Now().After(deadline) || !sleepCtx(ctx, 10*time.Millisecond) {
-				return
-			}
+// settleLost answers the messages whose ack was lost before the keeper's
+// pass started at passStart, by asking the stream with a void marker under
+// each one's id. If the stream cannot be asked now, the next pass does.
+func (c *clusterLink) settleLost(ctx context.Context, passStart time.Time) {
+	for _, id := range c.pending.lostBefore(passStart) {
+		marker := nats.NewMsg(roomSubject)
+		marker.Header.Set(headerKind, kindVoid)
+		marker.Header.Set(headerNode, c.node)
+		marker.Header.Set(jetstream.MsgIDHeader, id)
+		ask, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := c.js.PublishMsg(ask, marker)
+		cancel()
+		if err != nil {
+			c.log.Debug("could not ask the stream about a lost ack", "err", err)
+			return
 		}
-	}
-	for _, out := range c.pending.takeLostBefore(passStart) {
-		c.fail(ctx, out, errClusterUnavailable)
-	}
-}
-
-// sleepCtx waits d, or less if ctx ends; it reports whether ctx is still
-// live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
+		out, ok := c.pending.take(id)
+		if !ok {
+			continue // it came back through the consumer meanwhile
+		}
+		if ack.Duplicate {
+			c.answerSent(out, ack.Sequence)
+			c.inFlight.Add(-1)
+		} else {
+			c.fail(ctx, out, errClusterUnavailable)
+		}
 	}
 }

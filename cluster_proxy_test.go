@@ -10,18 +10,24 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // ackDropper relays NATS connections to a server. While dropping is set it
 // swallows the server's replies to asynchronous JetStream publishes (their
 // subject is _INBOX.<6 characters>.<id>), so a node sees its message come
-// back through its consumer while the ack never arrives; everything else
-// passes. cut closes every relayed connection, and the clients reconnect.
+// back through its consumer while the ack never arrives. With holdNext set,
+// it keeps back the next room publish a client sends until release, so the
+// broker stores it late. Everything else passes. cut closes every relayed
+// connection, and the clients reconnect.
 type ackDropper struct {
 	ln       net.Listener
 	dropping atomic.Bool
+	holdNext atomic.Bool
 	mu       sync.Mutex
 	conns    []net.Conn
+	held     []byte   // the publish kept back
+	heldTo   net.Conn // the server connection it was meant for
 	relays   sync.WaitGroup
 }
 
@@ -45,7 +51,7 @@ func startAckDropper(t *testing.T, server string) *ackDropper {
 			d.mu.Lock()
 			d.conns = append(d.conns, client, upstream)
 			d.mu.Unlock()
-			d.relays.Go(func() { io.Copy(upstream, client); upstream.Close() })
+			d.relays.Go(func() { d.relayFromClient(client, upstream); upstream.Close() })
 			d.relays.Go(func() { d.relayFromServer(upstream, client); client.Close() })
 		}
 	})
@@ -66,6 +72,49 @@ func (d *ackDropper) cut() {
 		c.Close()
 	}
 	d.conns = nil
+}
+
+// relayFromClient copies the client's protocol lines and payloads, keeping
+// back one room publish when holdNext is set.
+func (d *ackDropper) relayFromClient(client, server net.Conn) {
+	in := bufio.NewReader(client)
+	for {
+		line, err := in.ReadString('\n')
+		if err != nil {
+			return
+		}
+		command := []byte(line)
+		fields := strings.Fields(line)
+		if len(fields) >= 3 && (fields[0] == "PUB" || fields[0] == "HPUB") {
+			size, _ := strconv.Atoi(fields[len(fields)-1])
+			payload := make([]byte, size+2)
+			if _, err := io.ReadFull(in, payload); err != nil {
+				return
+			}
+			command = append(command, payload...)
+			if fields[1] == roomSubject && d.holdNext.CompareAndSwap(true, false) {
+				d.mu.Lock()
+				d.held, d.heldTo = command, server
+				d.mu.Unlock()
+				continue
+			}
+		}
+		d.mu.Lock()
+		_, err = server.Write(command)
+		d.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// release sends the publish kept back.
+func (d *ackDropper) release() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.heldTo != nil {
+		d.heldTo.Write(d.held)
+	}
 }
 
 // relayFromServer copies the server's protocol lines and message bodies,
@@ -119,16 +168,47 @@ func TestClusterAckLostAfterDeliveryIsNotRefused(t *testing.T) {
 	}
 	proxy.cut() // the ack that never came is now lost for good
 	proxy.dropping.Store(false)
-	eventually(t, "the node to reconnect", func() bool {
-		status, _ := node.request("GET", "/healthcheck", "", nil)
-		return status == http.StatusOK
-	})
+	// The ack is counted lost when the node notices the cut; only then
+	// does a healthy answer mean it has reconnected.
 	eventually(t, "the lost ack to be counted", func() bool {
 		_, metrics := node.request("GET", "/metrics", "", nil)
 		return strings.Contains(metrics, "switchboard_cluster_acks_lost_total 1\n")
 	})
+	eventually(t, "the node to reconnect", func() bool {
+		status, _ := node.request("GET", "/healthcheck", "", nil)
+		return status == http.StatusOK
+	})
 	alice.sendJSON(map[string]string{"type": "message", "text": "end"})
 	if ev := alice.readJSON(); ev["text"] != "end" {
 		t.Fatalf("got %v before the end marker: a message answered twice", ev)
+	}
+}
+
+// A message whose ack timed out and that the broker only gets later is
+// answered once: the node asks the stream with a marker under the
+// message's id, is refused, and the late copy is then a duplicate the
+// stream drops, so the sender never sees it delivered after the refusal.
+func TestClusterLateStoredMessageStaysRefused(t *testing.T) {
+	n := startNATS(t)
+	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
+	node := startServer(t, func(cfg *Config) {
+		cfg.NATSURL = proxy.url()
+		cfg.NodeID = "n1"
+		cfg.StreamCheckInterval = 10 * time.Millisecond
+	})
+	alice, _ := node.connectJSON("1", "lobby")
+	alice.sendJSON(map[string]string{"type": "message", "text": "one"})
+	alice.readEvents(1, "message")
+
+	proxy.holdNext.Store(true)
+	alice.sendJSON(map[string]string{"type": "message", "text": "two"})
+	// The ack times out (5 s), the node asks the stream, and refuses.
+	if ev := alice.readJSON(); ev["type"] != "error" || ev["code"] != "unavailable" {
+		t.Fatalf("got %v, want the refusal of the held message", ev)
+	}
+	proxy.release() // the broker now gets "two", with an id it has seen
+	alice.sendJSON(map[string]string{"type": "message", "text": "end"})
+	if ev := alice.readJSON(); ev["text"] != "end" {
+		t.Fatalf("got %v after the refusal: the refused message was delivered", ev)
 	}
 }
