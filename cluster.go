@@ -140,6 +140,9 @@ type clusterLink struct {
 	consumerMu  sync.Mutex
 	consumer    jetstream.ConsumeContext
 	stopConsume context.CancelFunc
+	// consumerRun numbers the consumers; a late callback of a stopped one
+	// must not move the node's position after a restart reset it.
+	consumerRun atomic.Uint64
 }
 
 // connectCluster dials NATS, refuses a node id that is already live, and
@@ -402,6 +405,7 @@ func (c *clusterLink) Run(ctx context.Context) error {
 // stream's order. It starts before the node listens, so no session can
 // miss a message sent between its welcome and the consumer's start.
 func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
+	run := c.consumerRun.Add(1) // first: from now on an older consumer's callbacks do nothing
 	setup, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	consumer, err := c.js.OrderedConsumer(setup, streamName, jetstream.OrderedConsumerConfig{
@@ -419,7 +423,8 @@ func (c *clusterLink) startConsumer(ctx context.Context, lastSeq uint64) error {
 	consumeCtx, stopConsume := context.WithCancel(context.Background())
 	c.stopConsume = stopConsume
 	consuming, err := consumer.Consume(func(m jetstream.Msg) {
-		if consumeCtx.Err() == nil { // a consumer still stopping delivers nothing more
+		// A consumer still stopping delivers nothing more.
+		if consumeCtx.Err() == nil && c.consumerRun.Load() == run {
 			c.deliver(consumeCtx, m)
 		}
 	},
