@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,10 +173,7 @@ func TestClusterAckLostAfterDeliveryIsNotRefused(t *testing.T) {
 		_, metrics := node.request("GET", "/metrics", "", nil)
 		return strings.Contains(metrics, "switchboard_cluster_acks_lost_total 1\n")
 	})
-	eventually(t, "the node to reconnect", func() bool {
-		status, _ := node.request("GET", "/healthcheck", "", nil)
-		return status == http.StatusOK
-	})
+	waitHealthy(t, node) // reconnected
 	alice.sendJSON(map[string]string{"type": "message", "text": "end"})
 	if ev := alice.readJSON(); ev["text"] != "end" {
 		t.Fatalf("got %v before the end marker: a message answered twice", ev)

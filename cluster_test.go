@@ -98,6 +98,23 @@ func startCluster(t testing.TB, count int) (*testNATS, []*testServer) {
 	return n, nodes
 }
 
+// waitHealth waits until the node's /healthcheck answers want.
+func waitHealth(t testing.TB, node *testServer, want int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("/healthcheck to answer %d", want), func() bool {
+		status, _ := node.request("GET", "/healthcheck", "", nil)
+		return status == want
+	})
+}
+
+// waitHealthy waits until every node answers /healthcheck with 200.
+func waitHealthy(t testing.TB, nodes ...*testServer) {
+	t.Helper()
+	for _, node := range nodes {
+		waitHealth(t, node, http.StatusOK)
+	}
+}
+
 // presence asks a node for a room's online uids.
 func (ts *testServer) presence(room string) string {
 	ts.t.Helper()
@@ -351,12 +368,7 @@ func TestClusterBrokerOutage(t *testing.T) {
 	bob.expect("[server]: online in lobby: 1, 2")
 
 	n.start()
-	for i, node := range nodes {
-		eventually(t, fmt.Sprintf("node %d healthy again", i+1), func() bool {
-			status, _ := node.request("GET", "/healthcheck", "", nil)
-			return status == http.StatusOK
-		})
-	}
+	waitHealthy(t, nodes...)
 	// The first message after recovery crosses nodes, with a higher seq.
 	bob.send("after")
 	after := alice.readEvents(1, "message")[0]
@@ -403,10 +415,7 @@ func TestClusterOutageAnswersEveryMessageOnce(t *testing.T) {
 	n.stop()
 	<-sent
 	n.start()
-	eventually(t, "the node to recover", func() bool {
-		status, _ := node.request("GET", "/healthcheck", "", nil)
-		return status == http.StatusOK
-	})
+	waitHealthy(t, node)
 	for len(delivered)+refused < total {
 		count(alice.readJSON())
 	}
@@ -431,17 +440,9 @@ func TestClusterQuietBrokerRestart(t *testing.T) {
 	alice.expect("[server]: UID 2 joined lobby")
 
 	n.stop()
-	eventually(t, "node 1 to see the outage", func() bool {
-		status, _ := nodes[0].request("GET", "/healthcheck", "", nil)
-		return status == http.StatusServiceUnavailable
-	})
+	waitHealth(t, nodes[0], http.StatusServiceUnavailable)
 	n.start()
-	for i, node := range nodes {
-		eventually(t, fmt.Sprintf("node %d healthy again", i+1), func() bool {
-			status, _ := node.request("GET", "/healthcheck", "", nil)
-			return status == http.StatusOK
-		})
-	}
+	waitHealthy(t, nodes...)
 	alice.send("first after the restart")
 	alice.expect("[UID: 1]: first after the restart")
 	bob.expect("[UID: 1]: first after the restart")
