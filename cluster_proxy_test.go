@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // ackDropper relays NATS connections to a server. While dropping is set it
@@ -25,8 +27,9 @@ type ackDropper struct {
 	holdNext atomic.Bool
 	mu       sync.Mutex
 	conns    []net.Conn
-	held     []byte   // the publish kept back
-	heldTo   net.Conn // the server connection it was meant for
+	held     []byte        // the publish kept back
+	heldTo   net.Conn      // the server connection it was meant for
+	holding  chan struct{} // closed once a publish is kept back
 	relays   sync.WaitGroup
 }
 
@@ -35,7 +38,7 @@ func startAckDropper(t *testing.T, server string) *ackDropper {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &ackDropper{ln: ln}
+	d := &ackDropper{ln: ln, holding: make(chan struct{})}
 	d.relays.Go(func() {
 		for {
 			client, err := ln.Accept()
@@ -95,6 +98,7 @@ func (d *ackDropper) relayFromClient(client, server net.Conn) {
 				d.mu.Lock()
 				d.held, d.heldTo = command, server
 				d.mu.Unlock()
+				close(d.holding)
 				continue
 			}
 		}
@@ -207,4 +211,28 @@ func TestClusterLateStoredMessageStaysRefused(t *testing.T) {
 	if ev := alice.readJSON(); ev["text"] != "end" {
 		t.Fatalf("got %v after the refusal: the refused message was delivered", ev)
 	}
+}
+
+// A node stopping gracefully lets its senders' messages that are still on
+// their way through the broker come back before it closes their sessions.
+// The relay keeps alice's message from the broker until the shutdown has
+// begun, so it is surely in flight then.
+func TestClusterShutdownSettlesOwnMessages(t *testing.T) {
+	n := startNATS(t)
+	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
+	node := startServer(t, func(cfg *Config) {
+		cfg.NATSURL = proxy.url()
+		cfg.NodeID = "n1"
+	})
+	alice := node.connect("1", "lobby")
+	proxy.holdNext.Store(true)
+	alice.send("last words")
+	<-proxy.holding // the hub took it and the publisher sent it
+	go node.stop()  // alice must read while the node closes her session
+	// Let the broker have it once the goodbye is said, just before the
+	// hub stops taking messages and the node settles its own.
+	<-node.sb.cluster.presence.stopped
+	proxy.release()
+	alice.expect("[UID: 1]: last words")
+	alice.expectClose(websocket.StatusGoingAway, "server shutting down")
 }

@@ -571,21 +571,6 @@ func TestClusterPublishReachesRoomsThisNodeDoesNotKnow(t *testing.T) {
 	}
 }
 
-// A node stopping gracefully lets its senders' last messages come back
-// through the broker (or refuses them) before it closes their sessions.
-func TestClusterShutdownSettlesOwnMessages(t *testing.T) {
-	_, nodes := startCluster(t, 1)
-	alice := nodes[0].connect("1", "lobby")
-	alice.send("last words")
-	go nodes[0].stop() // alice must read while the node closes her session
-	switch line := alice.readLine(); line {
-	case "[UID: 1]: last words", "[server]: error: server shutting down, message not sent":
-	default:
-		t.Fatalf("before the close alice got %q, want her message or a refusal", line)
-	}
-	alice.expectClose(websocket.StatusGoingAway, "server shutting down")
-}
-
 // A second node with a live node's id refuses to start.
 func TestClusterNodeIDTaken(t *testing.T) {
 	n, _ := startCluster(t, 1)
