@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 )
@@ -151,15 +150,20 @@ func (d *ackDropper) relayFromServer(server, client net.Conn) {
 	}
 }
 
+// startNodeBehindRelay runs NATS and one node ("n1") that reaches it
+// through an ackDropper, with the test timings of startNode.
+func startNodeBehindRelay(t *testing.T) (*ackDropper, *testServer) {
+	t.Helper()
+	n := startNATS(t)
+	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
+	node := startNode(t, n, "n1", func(cfg *Config) { cfg.NATSURL = proxy.url() })
+	return proxy, node
+}
+
 // A message that came back through the node's consumer was sent, even if
 // its ack is lost afterwards: its sender must not also be told it was not.
 func TestClusterAckLostAfterDeliveryIsNotRefused(t *testing.T) {
-	n := startNATS(t)
-	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
-	node := startServer(t, func(cfg *Config) {
-		cfg.NATSURL = proxy.url()
-		cfg.NodeID = "n1"
-	})
+	proxy, node := startNodeBehindRelay(t)
 	alice, _ := node.connectJSON("1", "lobby")
 	alice.sendJSON(map[string]string{"type": "message", "text": "one"})
 	alice.readEvents(1, "message")
@@ -189,13 +193,7 @@ func TestClusterAckLostAfterDeliveryIsNotRefused(t *testing.T) {
 // message's id, is refused, and the late copy is then a duplicate the
 // stream drops, so the sender never sees it delivered after the refusal.
 func TestClusterLateStoredMessageStaysRefused(t *testing.T) {
-	n := startNATS(t)
-	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
-	node := startServer(t, func(cfg *Config) {
-		cfg.NATSURL = proxy.url()
-		cfg.NodeID = "n1"
-		cfg.StreamCheckInterval = 10 * time.Millisecond
-	})
+	proxy, node := startNodeBehindRelay(t)
 	alice, _ := node.connectJSON("1", "lobby")
 	alice.sendJSON(map[string]string{"type": "message", "text": "one"})
 	alice.readEvents(1, "message")
@@ -218,12 +216,7 @@ func TestClusterLateStoredMessageStaysRefused(t *testing.T) {
 // The relay keeps alice's message from the broker until the shutdown has
 // begun, so it is surely in flight then.
 func TestClusterShutdownSettlesOwnMessages(t *testing.T) {
-	n := startNATS(t)
-	proxy := startAckDropper(t, strings.TrimPrefix(n.url(), "nats://"))
-	node := startServer(t, func(cfg *Config) {
-		cfg.NATSURL = proxy.url()
-		cfg.NodeID = "n1"
-	})
+	proxy, node := startNodeBehindRelay(t)
 	alice := node.connect("1", "lobby")
 	proxy.holdNext.Store(true)
 	alice.send("last words")

@@ -115,6 +115,22 @@ func waitHealthy(t testing.TB, nodes ...*testServer) {
 	}
 }
 
+// operatorJetStream is a JetStream client of its own on n, for tests that
+// act on the stream as an operator would.
+func operatorJetStream(t testing.TB, n *testNATS) jetstream.JetStream {
+	t.Helper()
+	operator, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(operator.Close)
+	js, err := jetstream.New(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // presence asks a node for a room's online uids.
 func (ts *testServer) presence(room string) string {
 	ts.t.Helper()
@@ -462,15 +478,7 @@ func TestClusterMissedMessagesCloseSessions(t *testing.T) {
 	link.consumerMu.Lock()
 	link.stopConsumer()
 	link.consumerMu.Unlock()
-	operator, err := nats.Connect(n.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer operator.Close()
-	js, err := jetstream.New(operator)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := operatorJetStream(t, n)
 	stream, err := js.Stream(t.Context(), streamName)
 	if err != nil {
 		t.Fatal(err)
@@ -514,15 +522,7 @@ func TestClusterStreamBackBelowNodePosition(t *testing.T) {
 	alice.sendJSON(map[string]string{"type": "message", "text": "one"})
 	seq := uint64(alice.readEvents(1, "message")[0]["seq"].(float64))
 
-	operator, err := nats.Connect(n.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer operator.Close()
-	js, err := jetstream.New(operator)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := operatorJetStream(t, n)
 	// The node may make the stream again itself between the delete and
 	// the create (its consumer notices the loss); then try again.
 	for attempt := 0; ; attempt++ {
