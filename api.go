@@ -34,6 +34,7 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.Handle("POST /api/rooms/{room}/messages", a.guard(a.publish))
 	mux.Handle("GET /api/rooms", a.guard(a.listRooms))
 	mux.Handle("GET /api/rooms/{room}/presence", a.guard(a.presence))
+	mux.Handle("POST /api/users/{uid}/disconnect", a.guard(a.disconnect))
 	mux.Handle("/api/", a.guard(func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
 	}))
@@ -62,6 +63,10 @@ func (a *api) healthcheck(w http.ResponseWriter, r *http.Request) {
 func (a *api) guard(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.apiKey == "" {
+			if proxied(r) {
+				writeJSONError(w, http.StatusForbidden, "the API answers loopback peers only unless -api-key is set, and this request came through a proxy")
+				return
+			}
 			if !isLoopback(r.RemoteAddr) {
 				writeJSONError(w, http.StatusForbidden, "the API answers loopback peers only unless -api-key is set")
 				return
@@ -76,6 +81,18 @@ func (a *api) guard(next http.HandlerFunc) http.Handler {
 		}
 		next(w, r)
 	})
+}
+
+// proxied reports whether a request says it was forwarded by a proxy. A
+// reverse proxy on the same host connects from loopback, so without this
+// it would open a key-less API to whoever the proxy serves.
+func proxied(r *http.Request) bool {
+	for _, name := range []string{"Forwarded", "X-Forwarded-For", "X-Real-Ip"} {
+		if _, ok := r.Header[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func isLoopback(remoteAddr string) bool {
@@ -194,6 +211,35 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, presenceAnswer{Room: roomName, Online: online})
+}
+
+// disconnectAnswer keeps PROTOCOL.md's field order.
+type disconnectAnswer struct {
+	UID      string `json:"uid"`
+	Sessions int    `json:"sessions"`
+}
+
+// disconnect puts a uid out: every session of it, on every node, is closed
+// with 1008 "disconnected by the server".
+func (a *api) disconnect(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	if !validUID(uid) {
+		writeJSONError(w, http.StatusBadRequest, reasonUIDInvalid)
+		return
+	}
+	reply := make(chan PublishResult, 1)
+	result, err := ask(r.Context(), a.hub, DisconnectUser{UID: uid, Reply: reply}, reply)
+	if err == nil {
+		err = result.Err
+	}
+	switch {
+	case errors.Is(err, errClusterUnavailable):
+		writeJSONError(w, http.StatusServiceUnavailable, errClusterUnavailable.Error())
+	case err != nil:
+		writeJSONError(w, http.StatusServiceUnavailable, errShuttingDown.Error())
+	default:
+		writeJSON(w, http.StatusOK, disconnectAnswer{UID: uid, Sessions: result.Recipients})
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

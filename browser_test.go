@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/switchboard/switchboard/internal/mint"
 )
 
 var writeScreenshot = flag.Bool("screenshot", false, "write docs/screenshot.png (a chat in progress) from TestBrowserChat")
@@ -315,6 +316,96 @@ func TestBrowserReconnectsAfterAbnormalClose(t *testing.T) {
 	p.waitJS("connected again", `document.querySelector("#state").dataset.state === "connected"`)
 	p.say("back again")
 	p.waitEntry(".entry.msg.own", "back again")
+}
+
+// joinWithToken loads the page, leaves the uid field empty, types token into
+// the token field and connects.
+func (p *tab) joinWithToken(ts *testServer, token, room string) {
+	p.t.Helper()
+	p.do(
+		chromedp.Navigate(ts.http.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#connect")),
+		chromedp.Clear(chromedp.CSS("#uid")),
+		chromedp.SetValue(chromedp.CSS("#room"), room),
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Click(chromedp.CSS("#connect")),
+	)
+}
+
+func TestBrowserTokenMode(t *testing.T) {
+	const secret = "browser-test-secret"
+	ts := startServer(t, func(c *Config) { c.JWTSecret = secret })
+	// exp has whole seconds; a whole-second now makes it exactly now + TTL.
+	now := time.Now().Truncate(time.Second)
+	token, err := mint.HS256([]byte(secret), mint.Options{Subject: "alice", TTL: time.Hour, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantExpires := now.Add(time.Hour).UTC().Format(time.RFC3339)
+
+	p := newTab(t, newBrowser(t), "alice")
+	p.joinWithToken(ts, token, "general")
+	p.waitJS("connected", `document.querySelector("#state").dataset.state === "connected"`)
+	// The uid comes from the token's sub, by way of the welcome.
+	p.waitEntry(".entry.system", "welcome alice, room general")
+	p.waitOnline("alice")
+	if me := evalIn[bool](p, `document.querySelector('#online li[data-uid="alice"]').classList.contains("me")`); !me {
+		t.Errorf("alice is not marked as the page's own uid in the online list\n%s", p.describe())
+	}
+	p.waitJS("state names alice", `document.querySelector("#state").textContent.includes("as alice")`)
+
+	// The expiry of the welcome is shown, and kept as RFC 3339 for tools.
+	p.waitJS("expires shown", `document.querySelector("#expires").dataset.expires !== undefined`)
+	if got := evalIn[string](p, `document.querySelector("#expires").dataset.expires`); got != wantExpires {
+		t.Errorf("#expires data-expires = %q, want %q", got, wantExpires)
+	}
+	if visible := evalIn[bool](p, `!document.querySelector("#expires").hidden && document.querySelector("#expires").textContent.startsWith("token expires at ")`); !visible {
+		t.Errorf("the expiry is not shown\n%s", p.describe())
+	}
+	p.waitJS("expiry in the log", `Array.from(document.querySelectorAll("#log .entry.system")).some(e => e.textContent.includes("token expires at "))`)
+
+	// Chat works, and the page's own messages are styled as its own.
+	p.say("hello with a token")
+	p.waitEntry(`.entry.msg.own[data-from="alice"]`, "hello with a token")
+
+	// The token is kept for the tab only: sessionStorage, never localStorage.
+	if got := evalIn[string](p, `sessionStorage.getItem("switchboard.token") || ""`); got != token {
+		t.Errorf("sessionStorage switchboard.token = %q, want the token", got)
+	}
+	inLocal := evalIn[[]string](p, fmt.Sprintf(
+		`Object.keys(localStorage).filter(k => k.includes("token") || (localStorage.getItem(k) || "").includes(%s))`, jsString(token)))
+	if len(inLocal) != 0 {
+		t.Errorf("localStorage holds the token under %q", inLocal)
+	}
+}
+
+func TestBrowserTokenRefusal(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.JWTSecret = "browser-test-secret" })
+	p := newTab(t, newBrowser(t), "garbage")
+	p.joinWithToken(ts, "not.a.token", "lobby")
+	p.waitJS("closed", `document.querySelector("#state").dataset.state === "closed"`)
+	state := evalIn[string](p, `document.querySelector("#state").textContent`)
+	if !strings.Contains(state, "closed 1008: token is invalid") {
+		t.Fatalf("state shows %q, want it to contain %q", state, "closed 1008: token is invalid")
+	}
+	p.waitEntry(".entry.error", "closed 1008: token is invalid")
+	// A policy close is final: no retry after the first backoff would have
+	// passed, and the user may fix the token and connect again.
+	time.Sleep(1500 * time.Millisecond)
+	closes := evalIn[int](p, `Array.from(document.querySelectorAll("#log .entry.error")).filter(e => e.textContent.includes("closed 1008")).length`)
+	if closes != 1 {
+		t.Errorf("%d closes in the log, want 1 (no retry)\n%s", closes, p.describe())
+	}
+	if got := evalIn[string](p, `document.querySelector("#state").dataset.state`); got != "closed" {
+		t.Errorf("state after waiting = %q, want closed", got)
+	}
+	enabled := evalIn[bool](p, `!document.querySelector("#connect").disabled && !document.querySelector("#token").disabled`)
+	if !enabled {
+		t.Errorf("connect button or token field disabled after a policy close\n%s", p.describe())
+	}
+	if got := evalIn[string](p, `document.querySelector("#expires").dataset.expires || ""`); got != "" {
+		t.Errorf("#expires data-expires = %q after a refusal, want none", got)
+	}
 }
 
 // TestWebRoutes needs no browser: the page is at "/", its files under /web/,

@@ -59,6 +59,9 @@ const (
 	kindPublish = "publish"
 	kindBinary  = "binary"
 	kindDirect  = "direct"
+	// kindDisconnect puts a uid out on every node (POST
+	// /api/users/{uid}/disconnect); it travels like a DM.
+	kindDisconnect = "disconnect"
 	// kindVoid marks a stream message that only settles a lost ack (see
 	// cluster_pending.go); consumers skip it.
 	kindVoid = "void"
@@ -364,7 +367,7 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 // message is out as the stream stores it.
 func (out clusterOut) message(node string) *nats.Msg {
 	m := nats.NewMsg(roomSubject)
-	if out.kind == kindDirect {
+	if out.kind == kindDirect || out.kind == kindDisconnect {
 		m.Subject = directSubject
 	}
 	m.Header.Set(headerKind, out.kind)

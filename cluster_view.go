@@ -165,8 +165,12 @@ type ClusterDelivery struct {
 }
 
 func (c ClusterDelivery) apply(h *WebSocketServer) {
-	if c.Kind == kindDirect {
+	switch c.Kind {
+	case kindDirect:
 		h.deliverDirect(c)
+		return
+	case kindDisconnect:
+		h.disconnect(c.To)
 		return
 	}
 	r := h.rooms[c.Room]

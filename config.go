@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"strings"
@@ -31,6 +32,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	PprofAddr       string // empty = no profiler
 	LogLevel        slog.Level
+
+	// Token mode (auth_token.go): any key option set turns it on.
+	JWTSecret    string
+	JWTPublicKey string // PEM file
+	JWTJWKSURL   string
+	JWTAudience  string
+	JWTIssuer    string
+	JWKS         jwksTiming
 
 	// Cluster mode; NATSURL empty means a single node.
 	NATSURL        string
@@ -63,6 +72,7 @@ func defaultConfig() Config {
 		MaxConns:        100000,
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        slog.LevelInfo,
+		JWKS:            defaultJWKSTiming(),
 
 		StreamMaxAge:      time.Hour,
 		StreamMaxBytes:    64 << 20,
@@ -106,6 +116,11 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "token mode: HMAC key; tokens signed HS256, HS384 or HS512 with it are accepted")
+	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "token mode: PEM file of an RSA, ECDSA or Ed25519 public key; tokens signed RS*/PS*, ES* or EdDSA with it are accepted")
+	fs.StringVar(&cfg.JWTJWKSURL, "jwt-jwks-url", "", "token mode: JWK Set URL of an identity provider; tokens are checked against its keys, chosen by kid")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "token mode: when set, a token's aud must contain it")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "token mode: when set, a token's iss must equal it")
 	fs.StringVar(&cfg.NATSURL, "nats", "", "NATS server URL(s), comma list, for cluster mode; empty = a single node")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "this node's name in the cluster (letters, digits, - and _); default: host name plus a random suffix")
 	fs.DurationVar(&cfg.StreamMaxAge, "stream-max-age", cfg.StreamMaxAge, "cluster: drop stream messages older than this")
@@ -204,9 +219,31 @@ func validateConfig(cfg Config) error {
 	if cfg.StreamStorage != "memory" && cfg.StreamStorage != "file" {
 		return fmt.Errorf("invalid value %q for flag -stream-storage: want memory or file", cfg.StreamStorage)
 	}
+	if err := validateTokenFlags(cfg); err != nil {
+		return err
+	}
 	for _, pattern := range cfg.AllowedOrigins {
 		if _, err := path.Match(pattern, ""); err != nil {
 			return fmt.Errorf("invalid value %q for flag -allowed-origins: pattern %q: %v", strings.Join(cfg.AllowedOrigins, ","), pattern, err)
+		}
+	}
+	return nil
+}
+
+// validateTokenFlags checks the token options that can be checked without
+// reading a file or the network (newAuthenticator does the rest).
+func validateTokenFlags(cfg Config) error {
+	if cfg.JWTJWKSURL != "" {
+		u, err := url.Parse(cfg.JWTJWKSURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("invalid value %q for flag -jwt-jwks-url: want an http:// or https:// URL", cfg.JWTJWKSURL)
+		}
+	}
+	if !tokenMode(cfg) {
+		for _, f := range []struct{ name, value string }{{"jwt-audience", cfg.JWTAudience}, {"jwt-issuer", cfg.JWTIssuer}} {
+			if f.value != "" {
+				return fmt.Errorf("flag -%s needs token mode: set -jwt-secret, -jwt-public-key or -jwt-jwks-url", f.name)
+			}
 		}
 	}
 	return nil

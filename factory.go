@@ -18,6 +18,7 @@ import (
 // and keeps count of live sessions so shutdown can wait for them.
 type SessionFactory struct {
 	hub     *WebSocketServer
+	auth    authenticator
 	cfg     Config
 	metrics *metrics
 	log     *slog.Logger
@@ -38,10 +39,10 @@ type SessionFactory struct {
 }
 
 // NewSessionFactory makes a factory whose sessions talk to hub.
-func NewSessionFactory(hub *WebSocketServer, cfg Config, m *metrics, log *slog.Logger) *SessionFactory {
+func NewSessionFactory(hub *WebSocketServer, auth authenticator, cfg Config, m *metrics, log *slog.Logger) *SessionFactory {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &SessionFactory{
-		hub: hub, cfg: cfg, metrics: m, log: log,
+		hub: hub, auth: auth, cfg: cfg, metrics: m, log: log,
 		shutdown: ctx, stopSessions: cancel,
 		finished: make(chan struct{}),
 	}
@@ -63,7 +64,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	uid, room, problem := identify(r)
+	id, room, problem := f.identify(r)
 	upgrade := &smallBufferWriter{ResponseWriter: w, writeTimeout: f.cfg.WriteTimeout}
 	conn, err := websocket.Accept(upgrade, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{jsonSubprotocol},
@@ -78,7 +79,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
 	}
-	s := f.newSession(conn, upgrade.out, uid, room)
+	s := f.newSession(conn, upgrade.out, id, room)
 	s.debug("session started")
 	started = true
 	go func() {
@@ -88,21 +89,23 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // identify reads who is connecting to which room. problem is the close
-// reason of PROTOCOL.md when something is wrong. An empty header or query
-// value counts as absent.
-func identify(r *http.Request) (uid, room, problem string) {
-	query := r.URL.Query()
-	uid = firstNonEmpty(r.Header.Get("uid"), query.Get("uid"))
+// reason of PROTOCOL.md when something is wrong: who it is comes first,
+// then the room's name, then whether the identity may join it. An empty
+// header or query value counts as absent.
+func (f *SessionFactory) identify(r *http.Request) (id identity, room, problem string) {
+	query := r.URL.Query() // parsed once: handshakes come at a high rate
+	id, problem = f.auth.identify(r.Header, query)
+	if problem != "" {
+		return id, "", problem
+	}
 	room = firstNonEmpty(r.PathValue("room"), query.Get("room"), r.Header.Get("room"), "lobby")
 	switch {
-	case uid == "":
-		return uid, room, "uid is missing"
-	case !validUID(uid):
-		return uid, room, "uid is invalid"
 	case !validRoom(room):
-		return uid, room, "room is invalid"
+		return id, room, reasonRoomInvalid
+	case !id.mayJoin(room):
+		return id, room, reasonRoomForbidden
 	}
-	return uid, room, ""
+	return id, room, ""
 }
 
 func firstNonEmpty(values ...string) string {
@@ -114,7 +117,7 @@ func firstNonEmpty(values ...string) string {
 	return ""
 }
 
-func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, room string) *UserSession {
+func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, id identity, room string) *UserSession {
 	// The size limit is enforced by UserSession.read with our own close
 	// reason, so the library's own limit is off.
 	conn.SetReadLimit(-1)
@@ -122,9 +125,9 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, 
 	if conn.Subprotocol() == jsonSubprotocol {
 		mode = modeJSON
 	}
-	id := newSessionID()
 	s := &UserSession{
-		id: id, uid: uid, room: room, mode: mode,
+		id: newSessionID(), uid: id.uid, room: room, mode: mode,
+		auth:  f.auth,
 		conn:  conn,
 		out:   out,
 		queue: newOutboundQueue(f.cfg.MaxQueueBytes),
@@ -143,6 +146,7 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, uid, 
 		burst := int(2*f.cfg.Rate + 0.5)
 		s.limiter = rate.NewLimiter(rate.Limit(f.cfg.Rate), max(burst, 1))
 	}
+	s.setExpiry(id.expires)
 	return s
 }
 

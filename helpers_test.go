@@ -115,6 +115,7 @@ func (ts *testServer) stop() {
 		<-ts.linkDone
 		ts.stopHub()
 		<-ts.hubDone
+		ts.sb.auth.stop()
 	})
 }
 

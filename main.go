@@ -20,6 +20,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenCommand(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -60,6 +63,7 @@ type switchboard struct {
 	log     *slog.Logger
 	hub     *WebSocketServer
 	factory *SessionFactory
+	auth    authenticator
 	cluster *clusterLink // nil on a single node
 	handler http.Handler
 }
@@ -67,17 +71,21 @@ type switchboard struct {
 // newSwitchboard builds a server; with -nats it also joins the cluster,
 // which fails when the broker cannot be reached or the node id is taken.
 func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchboard, error) {
+	auth, err := newAuthenticator(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	m := newMetrics()
 	hub := NewWebSocketServer(m)
 	var link *clusterLink
 	if cfg.NATSURL != "" {
-		var err error
 		if link, err = connectCluster(ctx, cfg, hub, m, log); err != nil {
+			auth.stop()
 			return nil, err
 		}
 		hub.cluster = link
 	}
-	factory := NewSessionFactory(hub, cfg, m, log)
+	factory := NewSessionFactory(hub, auth, cfg, m, log)
 	if link != nil {
 		factory.settle = func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, settleTimeout)
@@ -91,7 +99,7 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	(&api{hub: hub, cluster: link, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
 	registerWebRoutes(mux)
-	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, cluster: link, handler: mux}, nil
+	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, auth: auth, cluster: link, handler: mux}, nil
 }
 
 // settleTimeout bounds how long a stopping cluster node waits for its own
@@ -108,6 +116,12 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(sb.log.Handler(), slog.LevelDebug),
+	}
+	defer sb.auth.stop()
+	if msg, warn := sb.auth.describe(); warn {
+		sb.log.Warn(msg)
+	} else {
+		sb.log.Info(msg)
 	}
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	defer stopHub()

@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 			Name: "switchboard_cluster_consumer_pending", Help: "Stream messages not yet delivered to this node (consumer lag), as of the last one delivered.",
 		}),
 	}
-	for _, reason := range []string{"slow_consumer", "rate_limit", "heartbeat"} {
+	for _, reason := range []string{"slow_consumer", "rate_limit", "heartbeat", "token_expired", "disconnected"} {
 		m.closes.WithLabelValues(reason) // show zeros before the first close
 	}
 	m.registry.MustRegister(m.sessions, m.rooms, m.received, m.delivered, m.closes,

@@ -36,13 +36,15 @@ const (
 	requestMessage requestKind = iota + 1
 	requestDirect
 	requestWho
+	requestRefresh
 )
 
 // clientRequest is one thing a client asked for, whichever mode it spoke.
 type clientRequest struct {
-	kind requestKind
-	to   string // requestDirect only
-	text string
+	kind  requestKind
+	to    string // requestDirect only
+	text  string
+	token string // requestRefresh only
 }
 
 // Error codes of JSON error objects.
@@ -51,7 +53,11 @@ const (
 	codeBadRequest  = "bad_request"
 	codeUnknownType = "unknown_type"
 	codeUnavailable = "unavailable"
+	codeBadToken    = "bad_token"
 )
+
+// errTokenMissing answers a refresh that carries no token.
+var errTokenMissing = &requestError{codeBadToken, reasonTokenMissing}
 
 // requestError is a mistake of the client's. It is answered with an error
 // line or object and the connection stays open.
@@ -91,6 +97,11 @@ func parseTextLine(line string) (clientRequest, *requestError) {
 		return clientRequest{kind: requestDirect, to: to, text: text}, nil
 	case "/who":
 		return clientRequest{kind: requestWho}, nil
+	case "/refresh":
+		if token := strings.TrimSpace(rest); token != "" {
+			return clientRequest{kind: requestRefresh, token: token}, nil
+		}
+		return clientRequest{}, errTokenMissing
 	}
 	return clientRequest{}, &requestError{codeUnknownType, "unknown command " + command}
 }
@@ -98,9 +109,10 @@ func parseTextLine(line string) (clientRequest, *requestError) {
 // jsonRequest is the shape of every JSON-mode client object. Pointers tell a
 // missing field from an empty one.
 type jsonRequest struct {
-	Type *string `json:"type"`
-	To   *string `json:"to"`
-	Text *string `json:"text"`
+	Type  *string `json:"type"`
+	To    *string `json:"to"`
+	Text  *string `json:"text"`
+	Token *string `json:"token"`
 }
 
 // parseJSONRequest reads one JSON-mode client message.
@@ -128,6 +140,11 @@ func parseJSONRequest(data []byte) (clientRequest, *requestError) {
 		return clientRequest{kind: requestDirect, to: *in.To, text: *in.Text}, nil
 	case "who":
 		return clientRequest{kind: requestWho}, nil
+	case "refresh":
+		if in.Token == nil || *in.Token == "" {
+			return clientRequest{}, errTokenMissing
+		}
+		return clientRequest{kind: requestRefresh, token: *in.Token}, nil
 	}
 	return clientRequest{}, &requestError{codeUnknownType, fmt.Sprintf("unknown type %q", *in.Type)}
 }
@@ -182,6 +199,7 @@ type welcomeEvent struct {
 	Room    string   `json:"room"`
 	Session string   `json:"session"`
 	Online  []string `json:"online"`
+	Expires string   `json:"expires,omitempty"` // token mode, when the token has exp
 }
 
 func (e *welcomeEvent) appendText(buf []byte) []byte {
@@ -256,6 +274,20 @@ func (e *publishEvent) appendText(buf []byte) []byte {
 		return append(append(buf, "[server]: "...), e.Data...)
 	}
 	return appendLines(buf, "[server]: ", e.Text)
+}
+
+// refreshedEvent answers a good refresh; Expires is empty when the new
+// token has no exp.
+type refreshedEvent struct {
+	Type    string `json:"type"`
+	Expires string `json:"expires,omitempty"`
+}
+
+func (e *refreshedEvent) appendText(buf []byte) []byte {
+	if e.Expires == "" {
+		return append(buf, "[server]: token refreshed, no expiry"...)
+	}
+	return append(append(buf, "[server]: token refreshed, expires "...), e.Expires...)
 }
 
 type errorEvent struct {

@@ -181,7 +181,10 @@ func (h *WebSocketServer) updateGauges() {
 
 // UserConnect registers a new session, welcomes it, and tells the room when
 // its uid arrives there for the first time.
-type UserConnect struct{ Session *UserSession }
+type UserConnect struct {
+	Session *UserSession
+	Expires string // the token's expiry for the JSON welcome; empty for none
+}
 
 func (c UserConnect) apply(h *WebSocketServer) {
 	s := c.Session
@@ -197,7 +200,7 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	h.updateGauges()
 	h.presenceChanged(r, s.uid)
 
-	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: h.online(s.room)})
+	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: h.online(s.room), Expires: c.Expires})
 	if r.uids[s.uid] == 1 && h.remote.sessions(s.room, s.uid) == 0 {
 		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)
 	}
@@ -434,6 +437,50 @@ func (h *WebSocketServer) queuedBytes() float64 {
 	reply := make(chan int64, 1)
 	total, _ := ask(ctx, h, QueuedBytes{Reply: reply}, reply)
 	return float64(total)
+}
+
+// Refreshed answers a session whose refresh was accepted.
+type Refreshed struct {
+	Session *UserSession
+	Expires string
+}
+
+func (c Refreshed) apply(h *WebSocketServer) {
+	h.send(c.Session, &refreshedEvent{Type: "refreshed", Expires: c.Expires})
+}
+
+// DisconnectUser closes every session of a uid with 1008 "disconnected by
+// the server" (in cluster mode on every node, through the broker) and
+// answers with how many sessions that is (Recipients).
+type DisconnectUser struct {
+	UID   string
+	Reply chan PublishResult
+}
+
+func (c DisconnectUser) apply(h *WebSocketServer) {
+	if h.closing {
+		c.Reply <- PublishResult{Err: errShuttingDown}
+		return
+	}
+	sessions := len(h.byUID[c.UID]) + h.remote.uids[c.UID]
+	if h.cluster != nil {
+		out := clusterOut{kind: kindDisconnect, to: c.UID, ts: h.timestamp(), reply: c.Reply, recipient: sessions}
+		if !h.cluster.forward(out) {
+			c.Reply <- PublishResult{Err: errClusterUnavailable}
+		}
+		return
+	}
+	h.disconnect(c.UID)
+	c.Reply <- PublishResult{Recipients: sessions}
+}
+
+// disconnect closes this node's sessions of uid, each once it has written
+// what was already queued for it.
+func (h *WebSocketServer) disconnect(uid string) {
+	for _, s := range h.byUID[uid] {
+		s.queue.endAfterQueued(closeDisconnected)
+	}
+	h.metrics.closes.WithLabelValues("disconnected").Add(float64(len(h.byUID[uid])))
 }
 
 // HealthPing proves the hub loop is turning.

@@ -41,6 +41,7 @@ type UserSession struct {
 	out     *heldWriter // under conn: one system call per batch
 	queue   *outboundQueue
 	hub     *WebSocketServer
+	auth    authenticator // checks the tokens of refreshes
 	limits  sessionLimits
 	limiter *rate.Limiter // nil when unlimited
 	metrics *metrics
@@ -48,7 +49,42 @@ type UserSession struct {
 
 	goroutines sync.WaitGroup // the reader and any heartbeat in flight
 
+	// expiry ends the session when its token's exp passes; nil for a
+	// session without one. Only the session loop touches it.
+	expiry *sessionExpiry
+
 	memberIndex int // position in its room's members; the hub's alone to touch
+}
+
+// sessionExpiry is when a session's token expires and the timer that fires
+// then. A timer is a few dozen bytes and no goroutine; sessions whose token
+// has no exp (and every session outside token mode) have none.
+type sessionExpiry struct {
+	at    time.Time
+	timer *time.Timer
+}
+
+// setExpiry makes the session end at t, or never when t is zero.
+func (s *UserSession) setExpiry(t time.Time) {
+	switch {
+	case t.IsZero() && s.expiry != nil:
+		s.expiry.timer.Stop()
+		s.expiry = nil
+	case t.IsZero():
+	case s.expiry == nil:
+		s.expiry = &sessionExpiry{at: t, timer: time.NewTimer(time.Until(t))}
+	default:
+		s.expiry.at = t
+		s.expiry.timer.Reset(time.Until(t))
+	}
+}
+
+// expiresAt is the session's expiry, zero for none.
+func (s *UserSession) expiresAt() time.Time {
+	if s.expiry == nil {
+		return time.Time{}
+	}
+	return s.expiry.at
 }
 
 // inbound is one read from the client: a message or the error that ended
@@ -75,6 +111,8 @@ var (
 	closeSlowConsumer = closeStatus{websocket.StatusPolicyViolation, "slow consumer"}
 	closeRateLimited  = closeStatus{websocket.StatusPolicyViolation, "rate limit exceeded"}
 	closeShutdown     = closeStatus{websocket.StatusGoingAway, "server shutting down"}
+	closeTokenExpired = closeStatus{websocket.StatusPolicyViolation, reasonTokenExpired}
+	closeDisconnected = closeStatus{websocket.StatusPolicyViolation, "disconnected by the server"}
 	// closeMissedMessages ends sessions of a cluster node that found
 	// stream messages it can no longer get: the delivery promise is all of
 	// them or a close with a reason. Clients reconnect and resync.
@@ -86,7 +124,8 @@ var (
 // cancelled when the server stops: the session flushes its queue and closes
 // with 1001.
 func (s *UserSession) Run(shutdown context.Context) {
-	if err := s.hub.submit(shutdown, UserConnect{Session: s}); err != nil {
+	defer s.setExpiry(time.Time{})
+	if err := s.hub.submit(shutdown, UserConnect{Session: s, Expires: formatExpiry(s.expiresAt())}); err != nil {
 		s.close(closeShutdown)
 		return
 	}
@@ -194,6 +233,10 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 	}
 
 	for {
+		var expired <-chan time.Time // nil, so never ready, without an expiry
+		if s.expiry != nil {
+			expired = s.expiry.timer.C
+		}
 		select {
 		case in := <-incoming:
 			if in.err != nil {
@@ -241,6 +284,9 @@ func (s *UserSession) loop(shutdown context.Context, incoming <-chan inbound) cl
 				s.logger().Info("no pong, dropping connection", "err", err)
 				return closeDrop
 			}
+		case <-expired:
+			s.metrics.closes.WithLabelValues("token_expired").Inc()
+			return closeTokenExpired
 		case <-shutdown.Done():
 			return closeShutdown // Run flushes the queue first
 		}
@@ -304,9 +350,30 @@ func (s *UserSession) dispatch(ctx context.Context, req clientRequest, reqErr *r
 		return s.submit(ctx, UserMessage{Session: s, Text: req.text})
 	case requestDirect:
 		return s.submit(ctx, DirectMessage{From: s, To: req.to, Text: req.text})
+	case requestRefresh:
+		return s.submit(ctx, s.refresh(req.token))
 	default:
 		return s.submit(ctx, WhoQuery{Session: s})
 	}
+}
+
+// refresh checks a fresher token and, when it is good, moves the session's
+// expiry. The answer goes through the hub like every other, so it keeps its
+// place among the session's answers. A bad token leaves the old expiry.
+func (s *UserSession) refresh(token string) command {
+	id, problem := s.auth.refresh(token)
+	switch {
+	case problem != "":
+	case id.uid != s.uid:
+		problem = reasonOtherUID
+	case !id.mayJoin(s.room):
+		problem = reasonRoomForbidden
+	}
+	if problem != "" {
+		return RequestError{Session: s, Err: &requestError{codeBadToken, problem}}
+	}
+	s.setExpiry(id.expires)
+	return Refreshed{Session: s, Expires: formatExpiry(id.expires)}
 }
 
 func (s *UserSession) submit(ctx context.Context, cmd command) (closeStatus, bool) {

@@ -1,18 +1,20 @@
 // switchboard web client: plain JavaScript, no build step. It speaks the
-// JSON subprotocol of PROTOCOL.md over ws(s)://<this host>/ws/<room>?uid=<uid>.
+// JSON subprotocol of PROTOCOL.md over ws(s)://<this host>/ws/<room>?uid=<uid>,
+// or ?token=<JWT> when the user gives a token (token mode: the uid is the
+// token's sub, learnt from the welcome).
 "use strict";
 
 (function () {
   const SUBPROTOCOL = "switchboard.v1.json";
-  const POLICY_VIOLATION = 1008; // invalid uid/room, rate limit, slow consumer: do not retry
+  const POLICY_VIOLATION = 1008; // invalid uid/room/token, token expired, rate limit, slow consumer: do not retry
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const MAX_LOG_ENTRIES = 2000;
 
   const $ = (id) => document.getElementById(id);
   const el = {
-    login: $("login"), uid: $("uid"), room: $("room"),
-    connect: $("connect"), disconnect: $("disconnect"), state: $("state"),
+    login: $("login"), uid: $("uid"), room: $("room"), token: $("token"),
+    connect: $("connect"), disconnect: $("disconnect"), state: $("state"), expires: $("expires"),
     log: $("log"), composer: $("composer"), input: $("input"), send: $("send"),
     online: $("online"), onlineCount: $("online-count"),
   };
@@ -20,6 +22,7 @@
   let ws = null;            // the current socket, or null
   let me = "";              // uid of the current connection
   let room = "";            // room of the current connection
+  let token = "";           // token of the current connection, "" without one
   let wantConnected = false; // false once the user pressed disconnect
   let attempt = 0;          // reconnect attempts since the last welcome
   let retryTimer = null;
@@ -33,9 +36,28 @@
   function store(key, value) {
     try { localStorage.setItem("switchboard." + key, value); } catch (e) { /* private mode */ }
   }
+  // The token is a credential: it lives only as long as the tab, in
+  // sessionStorage, and never in the page's URL.
+  function storedToken() {
+    try { return sessionStorage.getItem("switchboard.token") || ""; } catch (e) { return ""; }
+  }
+  function storeToken(value) {
+    try {
+      if (value) sessionStorage.setItem("switchboard.token", value);
+      else sessionStorage.removeItem("switchboard.token");
+    } catch (e) { /* storage disabled */ }
+  }
   const params = new URLSearchParams(location.search);
   el.uid.value = params.get("uid") || stored("uid");
   el.room.value = params.get("room") || stored("room") || "lobby";
+  el.token.value = storedToken();
+
+  // With a token the uid comes from the token, so the uid field may stay empty.
+  function tokenChanged() {
+    el.uid.required = el.token.value.trim() === "";
+  }
+  el.token.addEventListener("input", tokenChanged);
+  tokenChanged();
 
   // ---- connection state ----------------------------------------------------
 
@@ -54,32 +76,65 @@
     el.connect.disabled = busy;
     el.uid.disabled = busy;
     el.room.disabled = busy;
+    el.token.disabled = busy;
     el.disconnect.disabled = !(busy || state === "reconnecting");
     el.input.disabled = !live;
     el.send.disabled = !live;
   }
 
-  function wsURL(uid, roomName) {
+  function wsURL(uid, roomName, tok) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     return scheme + "//" + location.host + "/ws/" + encodeURIComponent(roomName) +
-      "?uid=" + encodeURIComponent(uid);
+      (tok ? "?token=" + encodeURIComponent(tok) : "?uid=" + encodeURIComponent(uid));
+  }
+
+  // connectedText is the state line of a live connection. In token mode the
+  // uid is known only once the welcome has come.
+  function connectedText() {
+    return "connected to " + room + (me ? " as " + me : "") + (token && !me ? " with a token" : "");
+  }
+
+  // setExpires shows when the connection's token expires (an RFC 3339 time
+  // from the server), or hides the line when value is empty.
+  function setExpires(value) {
+    if (!value) {
+      delete el.expires.dataset.expires;
+      el.expires.textContent = "";
+      el.expires.hidden = true;
+      return "";
+    }
+    const d = new Date(value);
+    const local = isNaN(d) ? value : d.toLocaleString([], { hour12: false });
+    el.expires.dataset.expires = value;
+    el.expires.textContent = "token expires at " + local;
+    el.expires.title = value;
+    el.expires.hidden = false;
+    return local;
   }
 
   function open() {
     clearTimeout(retryTimer);
     retryTimer = null;
-    me = el.uid.value.trim();
+    token = el.token.value.trim();
+    el.token.value = token;
+    storeToken(token);
     room = el.room.value.trim() || "lobby";
-    el.uid.value = me;
     el.room.value = room;
-    store("uid", me);
     store("room", room);
+    if (token) {
+      me = ""; // the welcome says who the token is for
+    } else {
+      me = el.uid.value.trim();
+      el.uid.value = me;
+      store("uid", me);
+    }
     setOnline([]);
-    setState("connecting", "connecting to " + room + " as " + me + "…");
+    setExpires("");
+    setState("connecting", "connecting to " + room + (token ? " with a token" : " as " + me) + "…");
 
     let sock;
     try {
-      sock = new WebSocket(wsURL(me, room), SUBPROTOCOL);
+      sock = new WebSocket(wsURL(me, room, token), SUBPROTOCOL);
     } catch (err) {
       wantConnected = false;
       addEntry("error", { text: "cannot connect: " + err.message });
@@ -94,7 +149,7 @@
       if (sock.protocol !== SUBPROTOCOL) {
         addEntry("error", { text: "server did not accept " + SUBPROTOCOL });
       }
-      setState("connected", "connected to " + room + " as " + me);
+      setState("connected", connectedText());
       send({ type: "who" });
     };
     sock.onmessage = (ev) => {
@@ -170,9 +225,20 @@
     switch (ev.type) {
       case "welcome":
         attempt = 0;
+        if (token) {
+          me = ev.uid;
+          if (el.state.dataset.state === "connected") setState("connected", connectedText());
+        }
         setOnline((ev.online || []).concat([ev.uid]));
         addEntry("system", { text: "welcome " + ev.uid + ", room " + ev.room });
+        if (ev.expires) addEntry("system", { text: "token expires at " + setExpires(ev.expires) });
+        else setExpires("");
         break;
+      case "refreshed": {
+        const local = setExpires(ev.expires || "");
+        addEntry("system", { text: local ? "token refreshed, expires at " + local : "token refreshed, no expiry" });
+        break;
+      }
       case "joined":
         online.add(ev.uid);
         renderOnline();

@@ -92,8 +92,21 @@ type dialResult struct {
 // a connection nobody reads answers no ping and is dropped. opened is
 // bumped as each dial succeeds, for progress lines. It returns when every
 // dial has finished.
+//
+// In token mode the target's tokens are minted first, before the clock
+// starts: elapsed (and so handshakes/s) times handshakes, not our HMACs.
 func (e *runEnv) dialMany(ctx context.Context, firstIndex int, specs []dialSpec, reader func(i int) messageHandler, opened *atomic.Int64) dialResult {
 	res := dialResult{conns: make([]*websocket.Conn, len(specs)), clients: make([]*client, len(specs))}
+	if m, ok := e.target.(tokenMinter); ok {
+		uids := make([]string, len(specs))
+		for i, s := range specs {
+			uids[i] = s.uid
+		}
+		if err := m.mintTokens(uids); err != nil {
+			res.failed, res.firstErr = len(specs), fmt.Errorf("mint tokens: %w", err)
+			return res
+		}
+	}
 	errs := make([]error, len(specs))
 	work := make(chan int)
 	var wg sync.WaitGroup

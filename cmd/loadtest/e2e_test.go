@@ -134,13 +134,15 @@ func TestIdleEndToEnd(t *testing.T) {
 
 func TestBadFlagsExit2WithOneLine(t *testing.T) {
 	cases := map[string][]string{
-		"-target":   {"-target", "nginx"},
-		"-url":      {"-url", "ws://10.0.0.1:5000/ws"},
-		"-conns":    {"-conns", "abc"},
-		"-rates":    {"-rates", "200,100"},
-		"-payload":  {"-target", "gorilla", "-payload", "600"},
-		"-scenario": {"-scenario", "soak"},
-		"-sources":  {"-sources", "0"},
+		"-target":       {"-target", "nginx"},
+		"-url":          {"-url", "ws://10.0.0.1:5000/ws"},
+		"-conns":        {"-conns", "abc"},
+		"-rates":        {"-rates", "200,100"},
+		"-payload":      {"-target", "gorilla", "-payload", "600"},
+		"-scenario":     {"-scenario", "soak"},
+		"-sources":      {"-sources", "0"},
+		"-token-secret": {"-target", "gorilla", "-token-secret", "s"},
+		"-token-ttl":    {"-token-ttl", "-1s"},
 	}
 	for flagName, args := range cases {
 		var stderr bytes.Buffer

@@ -33,7 +33,8 @@ func main() {
 // run, with every parameter and measure in the scenario's result. URL is
 // the dialled endpoints comma-separated (one for a single server); URLs
 // lists them and SenderURLs the fanout senders' (a cluster run may put the
-// senders on other nodes than the receivers).
+// senders on other nodes than the receivers). Auth is "token" for a run in
+// token mode (-token-secret) and empty for uid headers.
 type Record struct {
 	Tool            string        `json:"tool"`
 	Time            string        `json:"time"`
@@ -45,6 +46,7 @@ type Record struct {
 	Room            string        `json:"room,omitempty"`
 	Sources         int           `json:"sources"`
 	DialConcurrency int           `json:"dial_concurrency"`
+	Auth            string        `json:"auth,omitempty"`
 	PID             int           `json:"pid,omitempty"`
 	Idle            *IdleResult   `json:"idle,omitempty"`
 	Fanout          *FanoutResult `json:"fanout,omitempty"`
@@ -68,6 +70,8 @@ type options struct {
 	fanout       fanoutConfig
 	rates        []int
 	stepDuration time.Duration
+	tokenSecret  string        // token mode when set
+	tokenTTL     time.Duration // token mode: exp = mint time + tokenTTL; 0 = no exp
 	// Worker mode (hidden): this process is a child of an idle run.
 	workerIdle   bool
 	workerOffset int
@@ -156,6 +160,9 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 	if o.scenario != "idle" {
 		rec.SenderURLs = env.senderURLs
 	}
+	if o.tokenSecret != "" {
+		rec.Auth = "token"
+	}
 	var err error
 	switch o.scenario {
 	case "idle":
@@ -212,6 +219,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.fanout.Payload, "payload", 128, "fanout/ladder: payload bytes per message")
 	fs.StringVar(&rates, "rates", "100,200,400,800", "ladder: rising per-sender rates, comma-separated")
 	fs.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "ladder: sending time per step")
+	fs.StringVar(&o.tokenSecret, "token-secret", "", "token mode: switchboard targets prove each uid with an HS256 JWT (sub = uid) signed with this secret, "+
+		"sent as Authorization: Bearer instead of the uid header, minted before the timed dial phase (empty: uid header); refused with -target gorilla, which has no identity")
+	fs.DurationVar(&o.tokenTTL, "token-ttl", time.Hour, "token mode: token lifetime, from just before each dial phase (0: no exp claim)")
 	fs.BoolVar(&o.workerIdle, idleWorkerFlag, false, "internal: idle worker child")
 	fs.IntVar(&o.workerOffset, "worker-offset", 0, "internal: number of the worker's first connection")
 	fs.StringVar(&o.idle.Marker, workerMarkerFlag, "", "internal: the publish marker a worker watches for")
@@ -243,6 +253,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.idle.WorkerArgs = []string{"-target", targetName, "-url", o.rawURLs, "-room", o.room,
 		"-sources", strconv.Itoa(o.sources)}
+	if o.tokenSecret != "" {
+		tt, ok := o.target.(tokenTarget)
+		if !ok {
+			return nil, fmt.Errorf("invalid use of flag -token-secret: %s has no token mode (switchboard targets only)", targetName)
+		}
+		o.target = tt.withTokens(newBearerTokens(o.tokenSecret, o.tokenTTL))
+		o.idle.WorkerArgs = append(o.idle.WorkerArgs, "-token-secret", o.tokenSecret, "-token-ttl", o.tokenTTL.String())
+	}
 	return o, validate(o)
 }
 
@@ -302,6 +320,7 @@ func validate(o *options) error {
 		{"payload", o.fanout.Payload < 1 || checkPayloadSize(o.target, o.fanout.Payload) != nil, payloadWant(o.target)},
 		{"step-duration", o.stepDuration <= 0, "positive"},
 		{"worker-offset", o.workerOffset < 0, "not negative"},
+		{"token-ttl", o.tokenTTL < 0, "not negative (0: no exp claim)"},
 	}
 	for _, c := range checks {
 		if c.bad {
@@ -355,6 +374,7 @@ func flagValue(o *options, name string) string {
 		"idle-uids": o.idle.UIDs, "publish-wait": o.idle.PublishWait, "receivers": o.fanout.Receivers, "senders": o.fanout.Senders,
 		"rate": o.fanout.Rate, "duration": o.fanout.Duration, "drain": o.fanout.Drain,
 		"payload": o.fanout.Payload, "step-duration": o.stepDuration, "worker-offset": o.workerOffset,
+		"token-ttl": o.tokenTTL,
 	}
 	return fmt.Sprintf("%q", fmt.Sprint(values[name]))
 }

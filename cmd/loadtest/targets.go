@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,20 +57,24 @@ func switchboardURL(base, room string) string {
 }
 
 // switchboardText speaks switchboard's text mode: every line we send is a
-// room message and comes back as "[UID: <uid>]: <text>".
-type switchboardText struct{}
+// room message and comes back as "[UID: <uid>]: <text>". With tokens (token
+// mode) a uid is proved by a bearer token instead of the uid header.
+type switchboardText struct{ tokens *bearerTokens }
 
 func (switchboardText) Name() string                 { return "switchboard-text" }
 func (switchboardText) URL(base, room string) string { return switchboardURL(base, room) }
 func (switchboardText) MaxPayload() int              { return 65536 }
 func (switchboardText) Encode(text []byte) []byte    { return text }
 
-func (switchboardText) DialOptions(uid string) *websocket.DialOptions {
+func (t switchboardText) DialOptions(uid string) *websocket.DialOptions {
 	return &websocket.DialOptions{
-		HTTPHeader:      http.Header{"Uid": []string{uid}},
+		HTTPHeader:      t.tokens.identify(uid),
 		CompressionMode: websocket.CompressionDisabled,
 	}
 }
+
+func (t switchboardText) withTokens(b *bearerTokens) Target { t.tokens = b; return t }
+func (t switchboardText) mintTokens(uids []string) error    { return t.tokens.prepare(uids) }
 
 var (
 	textRoomPrefix = []byte("[UID: ")
@@ -90,20 +93,24 @@ func (switchboardText) Extract(line []byte) ([]byte, bool) {
 // jsonSubprotocol selects switchboard's JSON mode.
 const jsonSubprotocol = "switchboard.v1.json"
 
-// switchboardJSON speaks switchboard's JSON mode.
-type switchboardJSON struct{}
+// switchboardJSON speaks switchboard's JSON mode; tokens as in
+// switchboardText.
+type switchboardJSON struct{ tokens *bearerTokens }
 
 func (switchboardJSON) Name() string                 { return "switchboard-json" }
 func (switchboardJSON) URL(base, room string) string { return switchboardURL(base, room) }
 func (switchboardJSON) MaxPayload() int              { return 60000 } // room for the JSON envelope
 
-func (switchboardJSON) DialOptions(uid string) *websocket.DialOptions {
+func (t switchboardJSON) DialOptions(uid string) *websocket.DialOptions {
 	return &websocket.DialOptions{
-		HTTPHeader:      http.Header{"Uid": []string{uid}},
+		HTTPHeader:      t.tokens.identify(uid),
 		Subprotocols:    []string{jsonSubprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	}
 }
+
+func (t switchboardJSON) withTokens(b *bearerTokens) Target { t.tokens = b; return t }
+func (t switchboardJSON) mintTokens(uids []string) error    { return t.tokens.prepare(uids) }
 
 func (switchboardJSON) Encode(text []byte) []byte {
 	// Our payload is plain ASCII without quotes or backslashes (see
