@@ -147,6 +147,7 @@ func TestTokenRefusals(t *testing.T) {
 		{"wrong aud", hmacOnly, bearer(hs256(t, "alice", withGood(func(c *tokenClaims) { c.Audience = jwt.ClaimStrings{"billing"} }))), "/ws", reasonTokenInvalid},
 		{"no aud", hmacOnly, bearer(hs256(t, "alice", withGood(func(c *tokenClaims) { c.Audience = nil }))), "/ws", reasonTokenInvalid},
 		{"wrong iss", hmacOnly, bearer(hs256(t, "alice", withGood(func(c *tokenClaims) { c.Issuer = "https://evil.example.com" }))), "/ws", reasonTokenInvalid},
+		{"exp past the year 9999", hmacOnly, bearer(sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", jwt.MapClaims{"sub": "alice", "aud": "chat", "iss": "https://id.example.com", "exp": 1e15})), "/ws", reasonTokenInvalid},
 		{"sub missing", hmacOnly, bearer(hs256(t, "", good)), "/ws", reasonTokenInvalid},
 		{"sub not a valid uid", hmacOnly, bearer(hs256(t, "alice smith!", good)), "/ws", reasonTokenInvalid},
 		{"rooms not an array", hmacOnly, bearer(sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", jwt.MapClaims{"sub": "alice", "aud": "chat", "iss": "https://id.example.com", "rooms": "lobby"})), "/ws", reasonTokenInvalid},
@@ -309,18 +310,24 @@ func TestTokenJWKSRotation(t *testing.T) {
 }
 
 // A flood of made-up kids fetches the set at most once per
-// UnknownKIDEvery, and each such token is refused.
+// UnknownKIDEvery, and each token that finds the limit spent is refused
+// without waiting for it to come back.
 func TestTokenJWKSUnknownKIDsAreRateLimited(t *testing.T) {
 	srv, set, _ := serveJWKSKeys(t)
-	ts := startServer(t, func(c *Config) { c.JWTJWKSURL = srv.URL }) // default: 10 s
+	ts := startServer(t, func(c *Config) {
+		c.JWTJWKSURL = srv.URL
+		// Shorter than a fetch may take (5 s): a token that waited for
+		// the limit would fetch again within this test's 20 dials.
+		c.JWKS.UnknownKIDEvery = 3 * time.Second
+	})
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	before := set.fetched()
 	for i := range 20 {
-		c := ts.dial(dialOptions{header: bearer(sign(t, jwt.SigningMethodRS256, other, "made-up-"+string(rune('a'+i)), claims("alice")))})
+		c := ts.dial(dialOptions{header: bearer(sign(t, jwt.SigningMethodRS256, other, fmt.Sprintf("made-up-%d", i), claims("alice")))})
 		c.expectClose(websocket.StatusPolicyViolation, reasonTokenInvalid)
 	}
-	if fetches := set.fetched() - before; fetches > 1 {
-		t.Fatalf("20 unknown kids fetched the set %d times, want at most 1", fetches)
+	if fetches := set.fetched() - before; fetches != 1 {
+		t.Fatalf("20 unknown kids fetched the set %d times, want exactly 1", fetches)
 	}
 }
 
@@ -377,12 +384,17 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 }
 
 // A refresh that is not usable is answered with the reason, and the
-// session keeps going with its old expiry.
+// session keeps going with its old expiry: it still ends at the first
+// token's exp.
 func TestTokenRefreshRefusals(t *testing.T) {
 	ts := startTokenServer(t, nil)
-	c := ts.dial(dialOptions{path: "/ws/a", header: bearer(hs256(t, "alice", func(c *tokenClaims) { c.Rooms = []string{"a"} })), json: true})
-	welcome := c.readJSON()
-	text := ts.dial(dialOptions{path: "/ws/a", header: bearer(hs256(t, "alice", nil))})
+	soon := func(c *tokenClaims) {
+		c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(3 * time.Second))
+		c.Rooms = []string{"a"}
+	}
+	c := ts.dial(dialOptions{path: "/ws/a", header: bearer(hs256(t, "alice", soon)), json: true})
+	c.readJSON()
+	text := ts.dial(dialOptions{path: "/ws/a", header: bearer(hs256(t, "alice", soon))})
 	text.readLine()
 	cases := []struct {
 		token, reason string
@@ -392,6 +404,7 @@ func TestTokenRefreshRefusals(t *testing.T) {
 		{sign(t, jwt.SigningMethodHS256, []byte("wrong"), "", claims("alice")), reasonTokenInvalid},
 		{hs256(t, "alice", func(c *tokenClaims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Second)) }), reasonTokenExpired},
 		{hs256(t, "alice", func(c *tokenClaims) { c.Rooms = []string{"b"} }), reasonRoomForbidden},
+		{"", reasonTokenMissing},
 	}
 	for _, tc := range cases {
 		c.sendJSON(map[string]string{"type": "refresh", "token": tc.token})
@@ -408,15 +421,14 @@ func TestTokenRefreshRefusals(t *testing.T) {
 	if got := c.readJSON(); got["code"] != "bad_token" || got["message"] != reasonTokenMissing {
 		t.Errorf("refresh without token = %v", got)
 	}
-	text.send("/refresh")
-	text.expect("[server]: error: " + reasonTokenMissing)
-	// Still connected, with the old expiry: a good refresh says nothing
-	// changed until it is sent.
+	// Still connected after every refusal...
 	c.sendJSON(map[string]string{"type": "who"})
 	if got := c.readJSON(); got["type"] != "presence" {
 		t.Fatalf("after refusals: %v", got)
 	}
-	_ = welcome
+	// ...and the old expiry stands.
+	c.expectClose(websocket.StatusPolicyViolation, reasonTokenExpired)
+	text.expectClose(websocket.StatusPolicyViolation, reasonTokenExpired)
 }
 
 // Outside token mode a refresh is an error, and the session stays.
@@ -427,8 +439,14 @@ func TestRefreshWithoutTokenMode(t *testing.T) {
 	if got := c.readJSON(); got["code"] != "bad_token" || got["message"] != reasonNoTokens {
 		t.Fatalf("got %v, want bad_token %q", got, reasonNoTokens)
 	}
+	c.sendJSON(map[string]string{"type": "refresh"})
+	if got := c.readJSON(); got["code"] != "bad_token" || got["message"] != reasonNoTokens {
+		t.Fatalf("got %v, want bad_token %q", got, reasonNoTokens)
+	}
 	text := ts.connect("2", "lobby")
 	text.send("/refresh abc")
+	text.expect("[server]: error: " + reasonNoTokens)
+	text.send("/refresh")
 	text.expect("[server]: error: " + reasonNoTokens)
 	text.send("/who")
 	text.expect("[server]: online in lobby: 1, 2")
@@ -637,5 +655,45 @@ func TestClusterTokenAndDisconnect(t *testing.T) {
 	waitHealth(t, nodes[0], http.StatusServiceUnavailable)
 	if status, body := nodes[0].request("POST", "/api/users/8/disconnect", "", nil); status != 503 || body != `{"error":"cluster unavailable"}` {
 		t.Fatalf("disconnect without broker = %d %s", status, body)
+	}
+}
+
+// The binary says at start who chooses the uid; in token mode (from the
+// environment twin) it takes tokens, ignores the uid header, and logs
+// neither tokens nor query strings, even at debug level.
+func TestProcessTokenMode(t *testing.T) {
+	dev := startProcess(t)
+	if log := dev.log(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "clients choose their own uid") {
+		t.Fatalf("development mode start without the warning:\n%s", log)
+	}
+	p := startProcessEnv(t, []string{"SWITCHBOARD_JWT_SECRET=" + testSecret, "LOG_LEVEL=debug"})
+	if log := p.log(); !strings.Contains(log, "token mode") || strings.Contains(log, "clients choose their own uid") {
+		t.Fatalf("token mode start:\n%s", log)
+	}
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	token := hs256(t, "alice", func(c *tokenClaims) { c.ExpiresAt = jwt.NewNumericDate(exp) })
+	dial := func(path string, header http.Header) *testClient {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		conn, _, err := websocket.Dial(ctx, "ws://"+p.addr+path, &websocket.DialOptions{
+			HTTPHeader: header,
+			HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		t.Cleanup(func() { conn.CloseNow() })
+		return &testClient{t: t, conn: conn}
+	}
+	dial("/ws", http.Header{"uid": {"alice"}}).expectClose(websocket.StatusPolicyViolation, reasonTokenMissing)
+	c := dial("/ws?uid=mallory&secretquery=1&token="+token, nil)
+	c.expect("[server]: welcome UID alice, room lobby")
+	c.send("/refresh " + token)
+	c.expect("[server]: token refreshed, expires " + exp.UTC().Format(time.RFC3339))
+	dial("/ws?token=garbage.garbage.garbage", nil).expectClose(websocket.StatusPolicyViolation, reasonTokenInvalid)
+	c.close()
+	eventually(t, "the session's end in the log", func() bool { return strings.Contains(p.log(), "session ended") })
+	if log := p.log(); strings.Contains(log, token) || strings.Contains(log, "garbage") || strings.Contains(log, "secretquery") {
+		t.Fatalf("the log holds a token or a query string:\n%s", log)
 	}
 }

@@ -17,8 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 )
 
@@ -31,8 +33,16 @@ type tokenAuth struct {
 	publicKey any             // -jwt-public-key; nil when not set
 	jwks      keyfunc.Keyfunc // -jwt-jwks-url; nil when not set
 	summary   string
-	stopJWKS  context.CancelFunc
-	jwksHTTP  *http.Client
+
+	// The JWK Set as last fetched, what fetches it again for an unknown
+	// kid, and how often that may happen (see fetchForUnknownKID).
+	jwksStore     jwkset.Storage
+	jwksRefresher jwkset.Storage
+	unknownKID    *rate.Limiter
+	fetching      singleflight.Group
+	fetchTimeout  time.Duration
+	stopJWKS      context.CancelFunc
+	jwksHTTP      *http.Client
 }
 
 // tokenClaims are the claims switchboard reads.
@@ -62,7 +72,8 @@ type jwksTiming struct {
 	// UnknownKIDEvery is the least time between two fetches caused by a
 	// token whose kid is not in the set, so a flood of made-up kids
 	// cannot hammer the provider; tokens that find the limit spent are
-	// refused at once.
+	// refused at once. A kid rotated in meanwhile is found by the next
+	// fetch this allows, or by the background refresh.
 	UnknownKIDEvery time.Duration
 	// FetchTimeout bounds one fetch of the set.
 	FetchTimeout time.Duration
@@ -121,43 +132,77 @@ func newAuthenticator(cfg Config, log *slog.Logger) (authenticator, error) {
 
 // loadJWKS fetches the key set once, which must answer with keys, and keeps
 // it fresh in the background until stop.
+//
+// keyfunc reads keys from the set as last fetched and never fetches on its
+// own; a token whose kid the set lacks goes through fetchForUnknownKID,
+// which decides without waiting whether a fetch may happen now.
 func (a *tokenAuth) loadJWKS(cfg Config, log *slog.Logger) error {
 	timing := cfg.JWKS
 	ctx, cancel := context.WithCancel(context.Background())
 	// Its own transport, so stop can close its idle connections.
 	a.jwksHTTP = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}, Timeout: timing.FetchTimeout}
-	failFirst := false
-	kf, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWTJWKSURL}, keyfunc.Override{
-		Client:                    a.jwksHTTP,
-		HTTPTimeout:               timing.FetchTimeout,
-		NoErrorReturnFirstHTTPReq: &failFirst,
-		RefreshInterval:           timing.RefreshInterval,
-		RefreshUnknownKID:         rate.NewLimiter(rate.Every(timing.UnknownKIDEvery), 1),
-		// A handshake with an unknown kid waits at most this long (for the
-		// limiter and the fetch); past it the token is refused.
-		RateLimitWaitMax: timing.FetchTimeout,
-		RefreshErrorHandlerFunc: func(url string) func(context.Context, error) {
-			return func(_ context.Context, err error) {
-				log.Warn("JWK Set refresh failed; keeping the keys we have", "url", url, "err", oneLine(err))
-			}
-		},
-	})
-	if err != nil {
+	fail := func(err error) error {
 		cancel()
 		a.jwksHTTP.CloseIdleConnections()
 		return err
 	}
-	keys, err := kf.Storage().KeyReadAll(ctx)
+	store, err := jwkset.NewStorageFromHTTP(cfg.JWTJWKSURL, jwkset.HTTPClientStorageOptions{
+		Client:          a.jwksHTTP,
+		Ctx:             ctx,
+		HTTPTimeout:     timing.FetchTimeout,
+		RefreshInterval: timing.RefreshInterval,
+		RefreshErrorHandler: func(_ context.Context, err error) {
+			log.Warn("JWK Set refresh failed; keeping the keys we have", "url", cfg.JWTJWKSURL, "err", oneLine(err))
+		},
+		// NoErrorReturnFirstHTTPReq false: a set that cannot be fetched
+		// at start is an error.
+	})
+	if err != nil {
+		return fail(err)
+	}
+	keys, err := store.KeyReadAll(ctx)
 	if err == nil && len(keys) == 0 {
 		err = errors.New("the key set holds no usable key")
 	}
 	if err != nil {
-		cancel()
-		a.jwksHTTP.CloseIdleConnections()
-		return err
+		return fail(err)
 	}
-	a.jwks, a.stopJWKS = kf, cancel
+	// The refresher is the same store behind a client that fetches again
+	// when asked for an unknown kid; its own limiter lets every such ask
+	// through, because ours (unknownKID) has already decided.
+	refresher, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
+		HTTPURLs:          map[string]jwkset.Storage{cfg.JWTJWKSURL: store},
+		RefreshUnknownKID: rate.NewLimiter(rate.Inf, 1),
+		RateLimitWaitMax:  timing.FetchTimeout,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	kf, err := keyfunc.New(keyfunc.Options{Ctx: ctx, Storage: store})
+	if err != nil {
+		return fail(err)
+	}
+	a.jwks, a.jwksStore, a.jwksRefresher, a.stopJWKS = kf, store, refresher, cancel
+	a.unknownKID = rate.NewLimiter(rate.Every(timing.UnknownKIDEvery), 1)
+	a.fetchTimeout = timing.FetchTimeout
 	return nil
+}
+
+// fetchForUnknownKID fetches the key set again for a kid it lacks, at most
+// once per UnknownKIDEvery: a flood of made-up kids costs the provider one
+// fetch, and each of those tokens is refused at once rather than waiting
+// for the limit. Handshakes that arrive while a fetch is on its way wait
+// for that one fetch (a rotation seen by many clients at once).
+func (a *tokenAuth) fetchForUnknownKID(kid string) {
+	_, _, _ = a.fetching.Do("fetch", func() (any, error) {
+		if !a.unknownKID.Allow() {
+			return nil, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.fetchTimeout)
+		defer cancel()
+		_, err := a.jwksRefresher.KeyRead(ctx, kid)
+		return nil, err
+	})
 }
 
 // readPublicKey loads a PEM public key (or certificate) and says which
@@ -219,6 +264,11 @@ func (a *tokenAuth) key(t *jwt.Token) (any, error) {
 		return a.publicKey, nil
 	}
 	if a.jwks != nil {
+		if kid, ok := t.Header["kid"].(string); ok {
+			if _, err := a.jwksStore.KeyRead(context.Background(), kid); errors.Is(err, jwkset.ErrKeyNotFound) {
+				a.fetchForUnknownKID(kid)
+			}
+		}
 		return a.jwks.Keyfunc(t)
 	}
 	return nil, errors.New("no key for this algorithm")
@@ -231,13 +281,18 @@ func (a *tokenAuth) verify(token string) (identity, string) {
 		return identity{}, reasonTokenMissing
 	}
 	var claims tokenClaims
-	if _, err := a.parser.ParseWithClaims(token, &claims, a.key); err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) {
-			return identity{}, reasonTokenExpired
+	_, err := a.parser.ParseWithClaims(token, &claims, a.key)
+	for _, date := range []*jwt.NumericDate{claims.ExpiresAt, claims.NotBefore} {
+		if date != nil && (date.Year() < 1970 || date.Year() > 9999) {
+			return identity{}, reasonTokenInvalid // nonsense, and not writable as RFC 3339
 		}
-		return identity{}, reasonTokenInvalid
 	}
-	if !validUID(claims.Subject) {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired): // only ever said of a good signature
+		return identity{}, reasonTokenExpired
+	case err != nil:
+		return identity{}, reasonTokenInvalid
+	case !validUID(claims.Subject):
 		return identity{}, reasonTokenInvalid
 	}
 	id := identity{uid: claims.Subject, rooms: claims.Rooms}

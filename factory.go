@@ -64,7 +64,6 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	id, room, problem := f.identify(r)
 	upgrade := &smallBufferWriter{ResponseWriter: w, writeTimeout: f.cfg.WriteTimeout}
 	conn, err := websocket.Accept(upgrade, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{jsonSubprotocol},
@@ -75,6 +74,9 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.log.Debug("upgrade refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
+	// After Accept, so a request it refuses (a foreign Origin) costs no
+	// token check.
+	id, room, problem := f.identify(r)
 	if problem != "" {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return

@@ -320,6 +320,13 @@ func TestBadOptionsExit(t *testing.T) {
 		{[]string{"-stream-storage", "disk"}, "", "-stream-storage"},
 		{[]string{"-stream-max-age", "0s"}, "", "-stream-max-age"},
 		{[]string{"-stream-max-bytes", "0"}, "", "-stream-max-bytes"},
+		{[]string{"-jwt-jwks-url", "ftp://keys.example.com"}, "", "-jwt-jwks-url"},
+		{[]string{"-jwt-audience", "chat"}, "", "-jwt-audience"},
+		{nil, "SWITCHBOARD_JWT_ISSUER=https://id.example.com", "-jwt-issuer"},
+		// Keys that cannot be loaded stop the start (exit 1, not 2).
+		{[]string{"-jwt-public-key", "/no/such/key.pem"}, "", "-jwt-public-key"},
+		{nil, "SWITCHBOARD_JWT_PUBLIC_KEY=/no/such/key.pem", "-jwt-public-key"},
+		{[]string{"-jwt-jwks-url", "http://127.0.0.1:1/keys"}, "", "-jwt-jwks-url"},
 		// The broker must be reachable at start (exit 1, not 2).
 		{[]string{"-nats", "nats://127.0.0.1:1"}, "", "NATS"},
 		{nil, "SWITCHBOARD_NATS_URL=nats://127.0.0.1:1", "NATS"},

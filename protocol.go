@@ -56,9 +56,6 @@ const (
 	codeBadToken    = "bad_token"
 )
 
-// errTokenMissing answers a refresh that carries no token.
-var errTokenMissing = &requestError{codeBadToken, reasonTokenMissing}
-
 // requestError is a mistake of the client's. It is answered with an error
 // line or object and the connection stays open.
 type requestError struct {
@@ -98,10 +95,9 @@ func parseTextLine(line string) (clientRequest, *requestError) {
 	case "/who":
 		return clientRequest{kind: requestWho}, nil
 	case "/refresh":
-		if token := strings.TrimSpace(rest); token != "" {
-			return clientRequest{kind: requestRefresh, token: token}, nil
-		}
-		return clientRequest{}, errTokenMissing
+		// An empty token is the authenticator's to answer: "token is
+		// missing" in token mode, "tokens are not enabled" outside it.
+		return clientRequest{kind: requestRefresh, token: strings.TrimSpace(rest)}, nil
 	}
 	return clientRequest{}, &requestError{codeUnknownType, "unknown command " + command}
 }
@@ -141,10 +137,11 @@ func parseJSONRequest(data []byte) (clientRequest, *requestError) {
 	case "who":
 		return clientRequest{kind: requestWho}, nil
 	case "refresh":
-		if in.Token == nil || *in.Token == "" {
-			return clientRequest{}, errTokenMissing
+		req := clientRequest{kind: requestRefresh}
+		if in.Token != nil {
+			req.token = *in.Token
 		}
-		return clientRequest{kind: requestRefresh, token: *in.Token}, nil
+		return req, nil
 	}
 	return clientRequest{}, &requestError{codeUnknownType, fmt.Sprintf("unknown type %q", *in.Type)}
 }

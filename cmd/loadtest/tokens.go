@@ -22,6 +22,9 @@ type bearerTokens struct {
 
 	mu    sync.RWMutex
 	byUID map[string]string
+	// misses counts dials that found no token minted up front and had to
+	// mint one during the dial phase; it stays 0 when dialMany prepares.
+	misses int
 }
 
 func newBearerTokens(secret string, ttl time.Duration) *bearerTokens {
@@ -65,6 +68,9 @@ func (b *bearerTokens) token(uid string) (string, error) {
 	if ok {
 		return tok, nil
 	}
+	b.mu.Lock()
+	b.misses++
+	b.mu.Unlock()
 	if err := b.prepare([]string{uid}); err != nil {
 		return "", err
 	}

@@ -96,6 +96,9 @@ func TestTokensMintedBeforeDialPhase(t *testing.T) {
 	if len(tokens.byUID) != 6 {
 		t.Fatalf("%d tokens cached, want one per uid (6)", len(tokens.byUID))
 	}
+	if tokens.misses != 0 {
+		t.Fatalf("%d dials minted their token during the dial phase", tokens.misses)
+	}
 	sent := srv.tokensSent()
 	for _, s := range specs {
 		if sent[s.uid] != tokens.byUID[s.uid] {
