@@ -20,7 +20,7 @@ import (
 // (the stream's sequence is the one order every node delivers in) and core
 // NATS subjects for presence. The hub never calls NATS itself: it hands
 // outgoing traffic to clusterLink's publisher through a bounded channel and
-// gets stream messages back as ClusterDelivery commands.
+// gets stream messages back as Delivery commands (broker.go).
 const (
 	streamName      = "SWITCHBOARD"
 	roomSubject     = "switchboard.room"
@@ -100,7 +100,7 @@ type pendingAck struct {
 // started by Run and end when Run's context ends.
 type clusterLink struct {
 	cfg     Config
-	node    string
+	nodeID  string
 	runID   string // random per start, in message ids and presence
 	log     *slog.Logger
 	metrics *metrics
@@ -153,7 +153,7 @@ type clusterLink struct {
 // afterwards the link reconnects by itself.
 func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *metrics, log *slog.Logger) (*clusterLink, error) {
 	c := &clusterLink{
-		cfg: cfg, node: cfg.NodeID, runID: newSessionID()[:8], log: log.With("node", cfg.NodeID), metrics: m, hub: hub,
+		cfg: cfg, nodeID: cfg.NodeID, runID: newSessionID()[:8], log: log.With("node", cfg.NodeID), metrics: m, hub: hub,
 		reconnected: make(chan struct{}, 1),
 		outgoing:    make(chan clusterOut, outgoingCapacity),
 		acks:        make(chan pendingAck, outgoingCapacity),
@@ -206,16 +206,16 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 // claimNodeID fails when another live node answers for this node id, and
 // otherwise answers for it from now on, until the connection closes.
 func (c *clusterLink) claimNodeID() error {
-	subject := nodeSubjectPrefix + c.node
+	subject := nodeSubjectPrefix + c.nodeID
 	_, err := c.nc.Request(subject, nil, time.Second)
 	switch {
 	case err == nil:
-		return fmt.Errorf("node id %q is already live in the cluster (see -node-id)", c.node)
+		return fmt.Errorf("node id %q is already live in the cluster (see -node-id)", c.nodeID)
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout):
 	default:
-		return fmt.Errorf("check node id %q: %w", c.node, err)
+		return fmt.Errorf("check node id %q: %w", c.nodeID, err)
 	}
-	if _, err := c.nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(c.node)) }); err != nil {
+	if _, err := c.nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(c.nodeID)) }); err != nil {
 		return fmt.Errorf("subscribe %s: %w", subject, err)
 	}
 	return nil
@@ -253,6 +253,16 @@ func (c *clusterLink) recheckStream() {
 func (c *clusterLink) available() bool {
 	return c.connected.Load() && c.streamReady.Load()
 }
+
+// publish hands a message to the publisher without waiting (broker); it
+// comes back through the stream as a Delivery.
+func (c *clusterLink) publish(_ *WebSocketServer, out clusterOut) bool { return c.forward(out) }
+
+// presenceChanged queues a change for the presence loop (broker).
+func (c *clusterLink) presenceChanged(e presenceEntry) { c.presence.changes.push(e) }
+
+// node is this node's id, as its messages carry it (broker).
+func (c *clusterLink) node() string { return c.nodeID }
 
 // forward hands a message to the publisher without waiting; false means
 // it was not taken and the sender must be told.
@@ -345,17 +355,23 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 	answered := false
 	// A void marker carries a lost message's id but is not that message:
 	// only settleLost answers for it.
-	if h.Get(headerNode) == c.node && h.Get(headerKind) != kindVoid {
+	if h.Get(headerNode) == c.nodeID && h.Get(headerKind) != kindVoid {
 		if out, ok := c.pending.take(h.Get(jetstream.MsgIDHeader)); ok { // back before its ack
 			c.answerSent(out, seq)
 			answered = true
 		}
 	}
 	c.metrics.consumerPending.Set(float64(meta.NumPending))
-	d := ClusterDelivery{
+	d := Delivery{
 		Kind: h.Get(headerKind), Room: h.Get(headerRoom), From: h.Get(headerFrom), To: h.Get(headerTo),
 		TS: h.Get(headerTS), Node: h.Get(headerNode), SessionID: h.Get(headerSession),
-		Seq: meta.Sequence.Stream, Body: m.Data(), IsData: h.Get(headerData) == "1",
+		Seq: meta.Sequence.Stream,
+	}
+	switch {
+	case d.Kind == kindBinary, h.Get(headerData) == "1":
+		d.Data = m.Data()
+	default:
+		d.Text = string(m.Data())
 	}
 	_ = c.hub.submit(ctx, d)
 	c.handedOver.Store(seq)
@@ -416,7 +432,7 @@ func (c *clusterLink) publishLoop(ctx context.Context) error {
 			published++
 			out.id = c.runID + "-" + strconv.FormatUint(published, 36)
 			c.pending.add(out)
-			future, err := c.js.PublishMsgAsync(out.message(c.node), publishOptions...)
+			future, err := c.js.PublishMsgAsync(out.message(c.nodeID), publishOptions...)
 			if err != nil {
 				if out, ok := c.pending.take(out.id); ok {
 					c.fail(ctx, out, err)

@@ -105,7 +105,7 @@ func (c *clusterLink) settleLost(ctx context.Context, passStart time.Time) {
 	for _, id := range c.pending.lostBefore(passStart) {
 		marker := nats.NewMsg(roomSubject)
 		marker.Header.Set(headerKind, kindVoid)
-		marker.Header.Set(headerNode, c.node)
+		marker.Header.Set(headerNode, c.nodeID)
 		marker.Header.Set(jetstream.MsgIDHeader, id)
 		ask, cancel := context.WithTimeout(ctx, 2*time.Second)
 		ack, err := c.js.PublishMsg(ask, marker)

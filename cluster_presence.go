@@ -258,7 +258,7 @@ func (p *presenceLoop) reconnected() {
 }
 
 func (p *presenceLoop) publish(m presenceMsg) {
-	m.Node, m.Run = p.link.node, p.link.runID
+	m.Node, m.Run = p.link.nodeID, p.link.runID
 	data, err := json.Marshal(m)
 	if err != nil {
 		p.link.log.Error("encode presence", "err", err)
@@ -302,7 +302,7 @@ func (p *presenceLoop) publishDeltas() {
 // snapshot, since the snapshot already holds them.
 func (p *presenceLoop) publishSnapshot(ctx context.Context) {
 	reply := make(chan []presenceEntry, 1)
-	entries, err := ask(ctx, p.link.hub, PresenceSnapshot{Reply: reply}, reply)
+	entries, err := ask(ctx, p.link.hub, PresenceSnapshot{Reply: reply, Pending: &p.changes}, reply)
 	if err != nil {
 		return
 	}
@@ -346,12 +346,12 @@ func (p *presenceLoop) receive(ctx context.Context, a arrival) {
 		return
 	}
 	if m.Type == presenceSync {
-		if m.Target == p.link.node || m.Target == "*" {
+		if m.Target == p.link.nodeID || m.Target == "*" {
 			p.snapshotWanted = true
 		}
 		return
 	}
-	if m.Node == p.link.node {
+	if m.Node == p.link.nodeID {
 		if m.Type == presenceHeartbeat {
 			p.selfSeen = a.at
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"slices"
 )
 
@@ -140,7 +139,10 @@ func (c RemoteGone) apply(h *WebSocketServer) {
 // PresenceSnapshot answers with this node's sessions per room and uid, for
 // the other nodes. The changes still waiting in the presence mailbox are
 // dropped: the snapshot is newer than all of them.
-type PresenceSnapshot struct{ Reply chan []presenceEntry }
+type PresenceSnapshot struct {
+	Reply   chan []presenceEntry
+	Pending *presenceMailbox // the changes the snapshot makes old
+}
 
 func (c PresenceSnapshot) apply(h *WebSocketServer) {
 	var entries []presenceEntry
@@ -149,80 +151,79 @@ func (c PresenceSnapshot) apply(h *WebSocketServer) {
 			entries = append(entries, presenceEntry{Room: r.name, UID: uid, Sessions: n})
 		}
 	}
-	if h.cluster != nil {
-		h.cluster.presence.changes.take()
-	}
+	c.Pending.take()
 	c.Reply <- entries
 }
 
-// ClusterDelivery is one message from the stream, to be delivered to this
-// node's sessions. Seq is the stream's sequence: the same on every node.
-type ClusterDelivery struct {
+// Delivery is one message back from the broker, to be delivered to this
+// node's sessions: from the stream in a cluster, where Seq is the stream's
+// sequence (the same on every node), or straight from the hub on a single
+// node (memoryBroker), where Seq is 0 and the room numbers it.
+type Delivery struct {
 	Kind, Room, From, To, TS, Node, SessionID string
 	Seq                                       uint64
-	Body                                      []byte
-	IsData                                    bool // a publish whose Body is JSON data
+	Text                                      string
+	Data                                      []byte // a publish's JSON data, or a binary payload
 }
 
-func (c ClusterDelivery) apply(h *WebSocketServer) {
-	switch c.Kind {
+func (d Delivery) apply(h *WebSocketServer) { h.receive(d) }
+
+// receive delivers d and returns how many sessions took it.
+func (h *WebSocketServer) receive(d Delivery) int {
+	switch d.Kind {
 	case kindDirect:
-		h.deliverDirect(c)
-		return
+		return h.deliverDirect(d)
 	case kindDisconnect:
-		h.disconnect(c.To)
-		return
+		return h.disconnect(d.To)
 	}
-	r := h.rooms[c.Room]
+	r := h.rooms[d.Room]
 	if r == nil {
-		return
+		return 0
 	}
 	var e encodedEvent
-	switch c.Kind {
+	switch d.Kind {
 	case kindMessage:
-		e.ev = &messageEvent{Type: "message", Room: c.Room, From: c.From, Text: string(c.Body), Seq: c.Seq, TS: c.TS}
+		e.ev = &messageEvent{Type: "message", Room: d.Room, From: d.From, Text: d.Text, Seq: r.number(d.Seq), TS: d.TS}
 	case kindPublish:
-		ev := &publishEvent{Type: "publish", Room: c.Room, Seq: c.Seq, TS: c.TS}
-		if c.IsData {
-			ev.Data = json.RawMessage(c.Body)
-		} else {
-			ev.Text = string(c.Body)
-		}
-		e.ev = ev
+		e.ev = &publishEvent{Type: "publish", Room: d.Room, Text: d.Text, Data: d.Data, Seq: r.number(d.Seq), TS: d.TS}
 	case kindBinary:
-		frame := outboundFrame{data: c.Body, binary: true}
+		// Binary data goes out unchanged, the same in every mode.
+		frame := outboundFrame{data: d.Data, binary: true}
 		e.frames = [modeCount]outboundFrame{frame, frame}
 	default:
-		return
+		return 0
 	}
-	h.deliver(r.members, &e, nil)
+	return h.deliver(r.members, &e, nil)
+}
+
+// number is the seq of a room's next message: the broker's when it gives
+// one, else the room's next.
+func (r *room) number(seq uint64) uint64 {
+	if seq == 0 {
+		seq = r.seq + 1
+	}
+	r.seq = seq
+	return seq
 }
 
 // deliverDirect hands a DM to every local session of its recipient, and
-// the echo to the sending session if it is here.
-func (h *WebSocketServer) deliverDirect(c ClusterDelivery) {
-	dm := &directEvent{Type: "direct", From: c.From, To: c.To, Text: string(c.Body), TS: c.TS}
-	if targets := h.byUID[c.To]; len(targets) > 0 {
-		h.deliver(targets, &encodedEvent{ev: dm}, nil)
+// the echo to the sending session if it is on this node.
+func (h *WebSocketServer) deliverDirect(d Delivery) int {
+	dm := &directEvent{Type: "direct", From: d.From, To: d.To, Text: d.Text, TS: d.TS}
+	queued := 0
+	if targets := h.byUID[d.To]; len(targets) > 0 {
+		queued = h.deliver(targets, &encodedEvent{ev: dm}, nil)
 	}
-	if h.cluster == nil || c.Node != h.cluster.node {
-		return
+	if d.Node != h.broker.node() {
+		return queued
 	}
-	i := slices.IndexFunc(h.byUID[c.From], func(s *UserSession) bool { return s.id == c.SessionID })
+	i := slices.IndexFunc(h.byUID[d.From], func(s *UserSession) bool { return s.id == d.SessionID })
 	if i >= 0 {
 		echo := *dm
 		echo.echo = true
-		h.send(h.byUID[c.From][i], &echo)
+		h.send(h.byUID[d.From][i], &echo)
 	}
-}
-
-// forward passes a session's message to the cluster, or tells the session
-// it was not sent.
-func (h *WebSocketServer) forward(out clusterOut) {
-	out.ts = h.timestamp()
-	if !h.cluster.forward(out) {
-		h.send(out.session, newErrorEvent(clusterUnavailable))
-	}
+	return queued
 }
 
 // online is a room's uids on every node, sorted.
@@ -254,25 +255,7 @@ func (h *WebSocketServer) remoteSessions(roomName string) int {
 
 // presenceChanged tells the other nodes a uid's session count in a room.
 func (h *WebSocketServer) presenceChanged(r *room, uid string) {
-	if h.cluster != nil {
-		h.cluster.presence.changes.push(presenceEntry{Room: r.name, UID: uid, Sessions: r.uids[uid]})
-	}
-}
-
-// publishToCluster sends an API publish through the broker; the link
-// answers c.Reply once the stream has it. Recipients are the room's
-// sessions on every node, as this node knows them now.
-func (h *WebSocketServer) publishToCluster(c Publish) {
-	recipients := h.remoteSessions(c.Room)
-	if r := h.rooms[c.Room]; r != nil {
-		recipients += len(r.members)
-	}
-	// Published even when this node knows of nobody in the room: its view
-	// may be a moment old, and the nodes that have the room deliver it.
-	out := clusterOut{kind: kindPublish, room: c.Room, text: c.Text, data: c.Data, ts: h.timestamp(), reply: c.Reply, recipient: recipients}
-	if !h.cluster.forward(out) {
-		c.Reply <- PublishResult{Err: errClusterUnavailable}
-	}
+	h.broker.presenceChanged(presenceEntry{Room: r.name, UID: uid, Sessions: r.uids[uid]})
 }
 
 // CloseEverySession closes every session of this node with Status once

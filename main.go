@@ -83,7 +83,7 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 			auth.stop()
 			return nil, err
 		}
-		hub.cluster = link
+		hub.broker = link
 	}
 	factory := NewSessionFactory(hub, auth, cfg, m, log)
 	if link != nil {

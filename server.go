@@ -27,11 +27,10 @@ type WebSocketServer struct {
 	// ever accepted for them.
 	closing bool
 
-	// cluster is nil on a single node. With it, room traffic and DMs go
-	// through the broker and come back as ClusterDelivery commands, and
-	// remote holds the other nodes' sessions.
-	cluster *clusterLink
-	remote  remoteView
+	// broker numbers and brings back every accepted message (broker.go);
+	// remote holds the other nodes' sessions (empty on a single node).
+	broker broker
+	remote remoteView
 
 	metrics *metrics
 	now     func() time.Time
@@ -65,6 +64,7 @@ func NewWebSocketServer(m *metrics) *WebSocketServer {
 		done:     make(chan struct{}),
 		rooms:    make(map[string]*room),
 		byUID:    make(map[string][]*UserSession),
+		broker:   memoryBroker{},
 		remote:   newRemoteView(),
 		metrics:  m,
 		now:      time.Now,
@@ -252,12 +252,7 @@ func (c UserMessage) apply(h *WebSocketServer) {
 	if r == nil || h.refuse(c.Session) {
 		return
 	}
-	if h.cluster != nil {
-		h.forward(clusterOut{kind: kindMessage, room: r.name, from: c.Session.uid, text: c.Text, session: c.Session})
-		return
-	}
-	r.seq++
-	h.deliver(r.members, &encodedEvent{ev: &messageEvent{Type: "message", Room: r.name, From: c.Session.uid, Text: c.Text, Seq: r.seq, TS: h.timestamp()}}, nil)
+	h.publish(clusterOut{kind: kindMessage, room: r.name, from: c.Session.uid, text: c.Text, session: c.Session})
 }
 
 // BinaryMessage is relayed unchanged to the sender's room.
@@ -271,13 +266,7 @@ func (c BinaryMessage) apply(h *WebSocketServer) {
 	if r == nil || h.refuse(c.Session) {
 		return
 	}
-	if h.cluster != nil {
-		h.forward(clusterOut{kind: kindBinary, room: r.name, from: c.Session.uid, data: c.Data, session: c.Session})
-		return
-	}
-	// Binary data goes out unchanged, the same in every mode.
-	frame := outboundFrame{data: c.Data, binary: true}
-	h.deliver(r.members, &encodedEvent{frames: [modeCount]outboundFrame{frame, frame}}, nil)
+	h.publish(clusterOut{kind: kindBinary, room: r.name, from: c.Session.uid, data: c.Data, session: c.Session})
 }
 
 // DirectMessage goes to every session of a uid, in any room, with an echo to
@@ -292,20 +281,11 @@ func (c DirectMessage) apply(h *WebSocketServer) {
 	if h.refuse(c.From) {
 		return
 	}
-	targets := h.byUID[c.To]
-	if len(targets) == 0 && h.remote.uids[c.To] == 0 {
+	if len(h.byUID[c.To]) == 0 && h.remote.uids[c.To] == 0 {
 		h.send(c.From, newErrorEvent(notOnline(c.To)))
 		return
 	}
-	if h.cluster != nil {
-		h.forward(clusterOut{kind: kindDirect, from: c.From.uid, to: c.To, text: c.Text, session: c.From})
-		return
-	}
-	dm := &directEvent{Type: "direct", From: c.From.uid, To: c.To, Text: c.Text, TS: h.timestamp()}
-	h.deliver(targets, &encodedEvent{ev: dm}, nil)
-	echo := *dm
-	echo.echo = true
-	h.send(c.From, &echo)
+	h.publish(clusterOut{kind: kindDirect, from: c.From.uid, to: c.To, text: c.Text, session: c.From})
 }
 
 // WhoQuery answers a session with its room's online uids.
@@ -340,18 +320,10 @@ func (c Publish) apply(h *WebSocketServer) {
 		c.Reply <- PublishResult{Err: errShuttingDown}
 		return
 	}
-	if h.cluster != nil {
-		h.publishToCluster(c)
-		return
-	}
-	r := h.rooms[c.Room]
-	if r == nil {
-		c.Reply <- PublishResult{}
-		return
-	}
-	r.seq++
-	ev := &publishEvent{Type: "publish", Room: r.name, Text: c.Text, Data: c.Data, Seq: r.seq, TS: h.timestamp()}
-	c.Reply <- PublishResult{Recipients: h.deliver(r.members, &encodedEvent{ev: ev}, nil)}
+	// Published even when this node knows of nobody in the room: in a
+	// cluster its view may be a moment old, and the nodes that have the
+	// room deliver it.
+	h.publish(clusterOut{kind: kindPublish, room: c.Room, text: c.Text, data: c.Data, reply: c.Reply, recipient: h.roomSessions(c.Room)})
 }
 
 // RoomSummary is one row of GET /api/rooms.
@@ -462,25 +434,43 @@ func (c DisconnectUser) apply(h *WebSocketServer) {
 		c.Reply <- PublishResult{Err: errShuttingDown}
 		return
 	}
-	sessions := len(h.byUID[c.UID]) + h.remote.uids[c.UID]
-	if h.cluster != nil {
-		out := clusterOut{kind: kindDisconnect, to: c.UID, ts: h.timestamp(), reply: c.Reply, recipient: sessions}
-		if !h.cluster.forward(out) {
-			c.Reply <- PublishResult{Err: errClusterUnavailable}
-		}
+	// Through the broker like a DM, so every node puts the uid out.
+	h.publish(clusterOut{kind: kindDisconnect, to: c.UID, reply: c.Reply, recipient: len(h.byUID[c.UID]) + h.remote.uids[c.UID]})
+}
+
+// publish stamps an accepted message and hands it to the broker, telling
+// its sender when the broker refuses it.
+func (h *WebSocketServer) publish(out clusterOut) {
+	out.ts = h.timestamp()
+	if h.broker.publish(h, out) {
 		return
 	}
-	h.disconnect(c.UID)
-	c.Reply <- PublishResult{Recipients: sessions}
+	switch {
+	case out.reply != nil:
+		out.reply <- PublishResult{Err: errClusterUnavailable}
+	case out.session != nil:
+		h.send(out.session, newErrorEvent(clusterUnavailable))
+	}
+}
+
+// roomSessions is how many sessions a room has on every node, as this node
+// knows them now.
+func (h *WebSocketServer) roomSessions(roomName string) int {
+	n := h.remoteSessions(roomName)
+	if r := h.rooms[roomName]; r != nil {
+		n += len(r.members)
+	}
+	return n
 }
 
 // disconnect closes this node's sessions of uid, each once it has written
-// what was already queued for it.
-func (h *WebSocketServer) disconnect(uid string) {
+// what was already queued for it, and says how many.
+func (h *WebSocketServer) disconnect(uid string) int {
 	for _, s := range h.byUID[uid] {
 		s.queue.endAfterQueued(closeDisconnected)
 	}
 	h.metrics.closes.WithLabelValues("disconnected").Add(float64(len(h.byUID[uid])))
+	return len(h.byUID[uid])
 }
 
 // HealthPing proves the hub loop is turning.
