@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -34,6 +35,7 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.Handle("POST /api/rooms/{room}/messages", a.guard(a.publish))
 	mux.Handle("GET /api/rooms", a.guard(a.listRooms))
 	mux.Handle("GET /api/rooms/{room}/presence", a.guard(a.presence))
+	mux.Handle("GET /api/rooms/{room}/history", a.guard(a.roomHistory))
 	mux.Handle("POST /api/users/{uid}/disconnect", a.guard(a.disconnect))
 	mux.Handle("/api/", a.guard(func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "no such route: "+r.Method+" "+r.URL.Path)
@@ -211,6 +213,44 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, presenceAnswer{Room: roomName, Online: online})
+}
+
+// roomHistory answers the room's kept events (History): the last ?limit=
+// of them, or with ?since= the first ?limit= after it and whether that is
+// everything after it. The events are JSON mode's objects, written as the
+// hub holds them.
+func (a *api) roomHistory(w http.ResponseWriter, r *http.Request) {
+	roomName := r.PathValue("room")
+	if !validRoom(roomName) {
+		writeJSONError(w, http.StatusBadRequest, reasonRoomInvalid)
+		return
+	}
+	query := r.URL.Query()
+	limit, ok := parseLimit(query.Get("limit"), true)
+	if !ok {
+		writeJSONError(w, http.StatusBadRequest, "limit must be a positive integer")
+		return
+	}
+	recover, problem := readSince(query.Get("since"))
+	if problem != "" {
+		writeJSONError(w, http.StatusBadRequest, "since must be a non-negative integer")
+		return
+	}
+	reply := make(chan RoomHistoryAnswer, 1)
+	answer, err := ask(r.Context(), a.hub, RoomHistory{Room: roomName, Limit: limit, Recover: recover, Reply: reply}, reply)
+	if err != nil {
+		writeJSONError(w, http.StatusServiceUnavailable, errShuttingDown.Error())
+		return
+	}
+	body := make([]byte, 0, historySize(roomName, answer.Frames))
+	body = append(append(append(body, `{"room":"`...), roomName...), `",`...)
+	body = appendMessages(body, answer.Frames)
+	if recover.asked {
+		body = strconv.AppendBool(append(body, `,"recovered":`...), answer.Recovered)
+	}
+	body = append(body, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(body)
 }
 
 // disconnectAnswer keeps PROTOCOL.md's field order.

@@ -50,6 +50,7 @@ const (
 	reasonTokenExpired  = "token expired"
 	reasonOtherUID      = "token is for another uid"
 	reasonNoTokens      = "tokens are not enabled"
+	reasonSinceInvalid  = "since is invalid"
 )
 
 // bearerToken is the token of a request: the Authorization header's Bearer

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -19,33 +20,44 @@ func newBenchSession(h *WebSocketServer, uid string, mode clientMode) *UserSessi
 }
 
 // BenchmarkBroadcast measures the hub's cost of one room message to N
-// recipients (half text, half JSON): seq, encoding once per mode, and a push
-// onto every queue, plus the writers' drain. No sockets.
+// recipients (half text, half JSON): seq, encoding once per mode, a push
+// onto every queue and the writers' drain, with the room's history off
+// (-history-size 0) and on (the default 100). No sockets.
 func BenchmarkBroadcast(b *testing.B) {
-	for _, recipients := range []int{10, 100, 1000} {
-		b.Run(fmt.Sprintf("recipients=%d", recipients), func(b *testing.B) {
-			h := NewWebSocketServer(newMetrics())
-			sessions := make([]*UserSession, recipients)
-			for i := range sessions {
-				sessions[i] = newBenchSession(h, fmt.Sprint(i), clientMode(i%2))
-				UserConnect{Session: sessions[i]}.apply(h)
-			}
-			var batch []outboundFrame
-			for _, s := range sessions {
-				batch, _, _ = s.queue.drain(batch[:0])
-			}
-			msg := UserMessage{Session: sessions[0], Text: strings.Repeat("x", 100)}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				msg.apply(h)
-				for _, s := range sessions {
-					batch, _, _ = s.queue.drain(batch[:0])
-				}
-			}
-			b.ReportMetric(float64(b.N*recipients)/b.Elapsed().Seconds(), "deliveries/s")
-		})
+	for _, size := range []int{0, 100} {
+		name := "history=off"
+		if size > 0 {
+			name = "history=on"
+		}
+		for _, recipients := range []int{10, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/recipients=%d", name, recipients), func(b *testing.B) {
+				benchmarkBroadcast(b, newHistory(size, time.Hour, 64<<20), recipients)
+			})
+		}
 	}
+}
+
+func benchmarkBroadcast(b *testing.B, hist *history, recipients int) {
+	h := NewWebSocketServer(newMetrics(), hist)
+	sessions := make([]*UserSession, recipients)
+	for i := range sessions {
+		sessions[i] = newBenchSession(h, fmt.Sprint(i), clientMode(i%2))
+		UserConnect{Session: sessions[i]}.apply(h)
+	}
+	var batch []outboundFrame
+	for _, s := range sessions {
+		batch, _, _ = s.queue.drain(batch[:0])
+	}
+	msg := UserMessage{Session: sessions[0], Text: strings.Repeat("x", 100)}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msg.apply(h)
+		for _, s := range sessions {
+			batch, _, _ = s.queue.drain(batch[:0])
+		}
+	}
+	b.ReportMetric(float64(b.N*recipients)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
 // BenchmarkSocketBroadcast sends room messages through the real server over

@@ -365,7 +365,7 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 	d := Delivery{
 		Kind: h.Get(headerKind), Room: h.Get(headerRoom), From: h.Get(headerFrom), To: h.Get(headerTo),
 		TS: h.Get(headerTS), Node: h.Get(headerNode), SessionID: h.Get(headerSession),
-		Seq: meta.Sequence.Stream,
+		Seq: meta.Sequence.Stream, At: meta.Timestamp,
 	}
 	switch {
 	case d.Kind == kindBinary, h.Get(headerData) == "1":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"slices"
+	"time"
 )
 
 // remoteView is the hub's picture of the sessions on other nodes, built
@@ -163,7 +164,8 @@ type Delivery struct {
 	Kind, Room, From, To, TS, Node, SessionID string
 	Seq                                       uint64
 	Text                                      string
-	Data                                      []byte // a publish's JSON data, or a binary payload
+	Data                                      []byte    // a publish's JSON data, or a binary payload
+	At                                        time.Time // when the stream took it; zero on a single node
 }
 
 func (d Delivery) apply(h *WebSocketServer) { h.receive(d) }
@@ -177,33 +179,43 @@ func (h *WebSocketServer) receive(d Delivery) int {
 		return h.disconnect(d.To)
 	}
 	r := h.rooms[d.Room]
-	if r == nil {
+	if d.Kind == kindMessage || d.Kind == kindPublish {
+		return h.receiveNumbered(r, d)
+	}
+	if r == nil || d.Kind != kindBinary {
 		return 0
 	}
-	var e encodedEvent
-	switch d.Kind {
-	case kindMessage:
-		e.ev = &messageEvent{Type: "message", Room: d.Room, From: d.From, Text: d.Text, Seq: r.number(d.Seq), TS: d.TS}
-	case kindPublish:
-		e.ev = &publishEvent{Type: "publish", Room: d.Room, Text: d.Text, Data: d.Data, Seq: r.number(d.Seq), TS: d.TS}
-	case kindBinary:
-		// Binary data goes out unchanged, the same in every mode.
-		frame := outboundFrame{data: d.Data, binary: true}
-		e.frames = [modeCount]outboundFrame{frame, frame}
-	default:
-		return 0
-	}
-	return h.deliver(r.members, &e, nil)
+	// Binary data goes out unchanged, the same in every mode, unnumbered
+	// and not kept.
+	frame := outboundFrame{data: d.Data, binary: true}
+	return h.deliver(r.members, &encodedEvent{frames: [modeCount]outboundFrame{frame, frame}}, nil)
 }
 
-// number is the seq of a room's next message: the broker's when it gives
-// one, else the room's next.
-func (r *room) number(seq uint64) uint64 {
-	if seq == 0 {
-		seq = r.seq + 1
+// receiveNumbered numbers a room message or publish, delivers it to the
+// room's sessions here (if any) and keeps it in the room's history.
+func (h *WebSocketServer) receiveNumbered(r *room, d Delivery) int {
+	at := d.At
+	if at.IsZero() {
+		at = h.now()
 	}
-	r.seq = seq
-	return seq
+	entry := h.history.newEntry(d.Room, d.Seq, at)
+	if d.Kind == kindMessage {
+		entry.event.ev = &messageEvent{Type: "message", Room: d.Room, From: d.From, Text: d.Text, Seq: entry.seq, TS: d.TS}
+	} else {
+		entry.event.ev = &publishEvent{Type: "publish", Room: d.Room, Text: d.Text, Data: d.Data, Seq: entry.seq, TS: d.TS}
+	}
+	queued := 0
+	if r != nil {
+		queued = h.deliver(r.members, &entry.event, nil)
+	}
+	h.history.keep(entry, len(d.Text)+len(d.Data)+len(d.From)+len(d.TS))
+	if r == nil {
+		h.history.forget(d.Room) // kept nothing (history off): nobody needs the log
+	}
+	if len(h.history.emptied) > 0 {
+		h.history.forgetEmptied(h.occupied)
+	}
+	return queued
 }
 
 // deliverDirect hands a DM to every local session of its recipient, and

@@ -33,6 +33,11 @@ type Config struct {
 	PprofAddr       string // empty = no profiler
 	LogLevel        slog.Level
 
+	// History (history.go): per room, by age, over all rooms.
+	HistorySize     int
+	HistoryTTL      time.Duration
+	HistoryMaxBytes int64
+
 	// Token mode (auth_token.go): any key option set turns it on.
 	JWTSecret    string
 	JWTPublicKey string // PEM file
@@ -73,6 +78,9 @@ func defaultConfig() Config {
 		ShutdownTimeout: 10 * time.Second,
 		LogLevel:        slog.LevelInfo,
 		JWKS:            defaultJWKSTiming(),
+		HistorySize:     100,
+		HistoryTTL:      10 * time.Minute,
+		HistoryMaxBytes: 64 << 20,
 
 		StreamMaxAge:      time.Hour,
 		StreamMaxBytes:    64 << 20,
@@ -116,6 +124,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
+	fs.IntVar(&cfg.HistorySize, "history-size", cfg.HistorySize, "room messages and publishes kept per room for history and recovery; 0 = no history")
+	fs.DurationVar(&cfg.HistoryTTL, "history-ttl", cfg.HistoryTTL, "how long each kept message is kept")
+	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", cfg.HistoryMaxBytes, "bytes kept over all rooms together; past it the oldest go first")
 	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "token mode: HMAC key; tokens signed HS256, HS384 or HS512 with it are accepted")
 	fs.StringVar(&cfg.JWTPublicKey, "jwt-public-key", "", "token mode: PEM file of an RSA, ECDSA or Ed25519 public key; tokens signed RS*/PS*, ES* or EdDSA with it are accepted")
 	fs.StringVar(&cfg.JWTJWKSURL, "jwt-jwks-url", "", "token mode: JWK Set URL of an identity provider; tokens are checked against its keys, chosen by kid")
@@ -185,6 +196,8 @@ func validateConfig(cfg Config) error {
 		{"shutdown-timeout", cfg.ShutdownTimeout > 0},
 		{"stream-max-age", cfg.StreamMaxAge > 0},
 		{"stream-max-bytes", cfg.StreamMaxBytes > 0},
+		{"history-ttl", cfg.HistoryTTL > 0},
+		{"history-max-bytes", cfg.HistoryMaxBytes > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -198,6 +211,12 @@ func validateConfig(cfg Config) error {
 		if b.value > maxByteLimit {
 			return fmt.Errorf("invalid value %d for flag -%s: at most %d (1 GiB)", b.value, b.name, int64(maxByteLimit))
 		}
+	}
+	if cfg.HistorySize < 0 || cfg.HistorySize > maxHistorySize {
+		return fmt.Errorf("invalid value %d for flag -history-size: between 0 (no history) and %d", cfg.HistorySize, maxHistorySize)
+	}
+	if cfg.HistoryMaxBytes > maxHistoryBytes {
+		return fmt.Errorf("invalid value %d for flag -history-max-bytes: at most %d (64 GiB)", cfg.HistoryMaxBytes, int64(maxHistoryBytes))
 	}
 	if cfg.BatchWindow < 0 || cfg.BatchWindow > time.Second {
 		return fmt.Errorf("invalid value %v for flag -batch-window: must be between 0 and 1s", cfg.BatchWindow)
@@ -248,6 +267,14 @@ func validateTokenFlags(cfg Config) error {
 	}
 	return nil
 }
+
+// Bounds of the history options: a recovery replays up to -history-size
+// events on the hub, so it stays modest; bytes are the operator's to
+// spend.
+const (
+	maxHistorySize  = 100000
+	maxHistoryBytes = 64 << 30
+)
 
 // maxByteLimit caps the byte options far below where arithmetic on them
 // could overflow.

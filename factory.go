@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -77,6 +78,10 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// After Accept, so a request it refuses (a foreign Origin) costs no
 	// token check.
 	id, room, problem := f.identify(r)
+	var recover recovery
+	if problem == "" && conn.Subprotocol() == jsonSubprotocol { // text mode ignores since
+		recover, problem = readSince(r.URL.Query().Get("since"))
+	}
 	if problem != "" {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
@@ -86,7 +91,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	started = true
 	go func() {
 		defer f.leave()
-		s.Run(f.shutdown)
+		s.Run(f.shutdown, recover)
 	}()
 }
 
@@ -108,6 +113,19 @@ func (f *SessionFactory) identify(r *http.Request) (id identity, room, problem s
 		return id, room, reasonRoomForbidden
 	}
 	return id, room, ""
+}
+
+// readSince reads ?since=: absent or empty asks for nothing; otherwise it
+// must be a non-negative integer.
+func readSince(value string) (recovery, string) {
+	if value == "" {
+		return recovery{}, ""
+	}
+	since, err := strconv.ParseUint(value, 10, 64)
+	if err != nil {
+		return recovery{}, reasonSinceInvalid
+	}
+	return recovery{asked: true, since: since}, ""
 }
 
 func firstNonEmpty(values ...string) string {

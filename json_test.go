@@ -17,6 +17,18 @@ func wantFields(t *testing.T, ev map[string]any, want map[string]any) {
 	}
 }
 
+// seqOf is an event's seq. A room's first seq is the clock in
+// microseconds (History), so tests count from it rather than from 1; it
+// stays exact in a float64 (below 2^53) for centuries.
+func seqOf(t *testing.T, ev map[string]any) float64 {
+	t.Helper()
+	seq, ok := ev["seq"].(float64)
+	if !ok || seq < 1e15 || seq != float64(uint64(seq)) {
+		t.Fatalf("event %v: seq is not a number from the microsecond clock", ev)
+	}
+	return seq
+}
+
 func wantTimestamp(t *testing.T, ev map[string]any) {
 	t.Helper()
 	ts, _ := ev["ts"].(string)
@@ -50,16 +62,17 @@ func TestJSONMessagesAndSeq(t *testing.T) {
 
 	alice.sendJSON(map[string]any{"type": "message", "text": "hi"})
 	first := alice.readJSON()
-	wantFields(t, first, map[string]any{"type": "message", "room": "lobby", "from": "1", "text": "hi", "seq": 1.0})
+	wantFields(t, first, map[string]any{"type": "message", "room": "lobby", "from": "1", "text": "hi"})
+	seq := seqOf(t, first)
 	wantTimestamp(t, first)
 	bob.expect("[UID: 1]: hi")
 
 	bob.send("from text")
-	wantFields(t, alice.readJSON(), map[string]any{"type": "message", "from": "2", "text": "from text", "seq": 2.0})
+	wantFields(t, alice.readJSON(), map[string]any{"type": "message", "from": "2", "text": "from text", "seq": seq + 1})
 
 	// A text with a newline is one JSON event, and one line per line in text mode.
 	alice.sendJSON(map[string]any{"type": "message", "text": "two\nlines"})
-	wantFields(t, alice.readJSON(), map[string]any{"text": "two\nlines", "seq": 3.0})
+	wantFields(t, alice.readJSON(), map[string]any{"text": "two\nlines", "seq": seq + 2})
 	bob.expect("[UID: 2]: from text", "[UID: 1]: two", "[UID: 1]: lines")
 
 	// Text reaches JSON clients as it was typed, not HTML-escaped.
@@ -71,7 +84,10 @@ func TestJSONMessagesAndSeq(t *testing.T) {
 	// seq counts per room.
 	other, _ := ts.connectJSON("3", "other")
 	other.sendJSON(map[string]any{"type": "message", "text": "elsewhere"})
-	wantFields(t, other.readJSON(), map[string]any{"seq": 1.0, "room": "other"})
+	elsewhere := other.readJSON()
+	wantFields(t, elsewhere, map[string]any{"room": "other"})
+	other.sendJSON(map[string]any{"type": "message", "text": "again"})
+	wantFields(t, other.readJSON(), map[string]any{"seq": seqOf(t, elsewhere) + 1})
 }
 
 func TestJSONDirectAndPresence(t *testing.T) {

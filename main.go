@@ -76,7 +76,7 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 		return nil, err
 	}
 	m := newMetrics()
-	hub := NewWebSocketServer(m)
+	hub := NewWebSocketServer(m, newHistory(cfg.HistorySize, cfg.HistoryTTL, cfg.HistoryMaxBytes))
 	var link *clusterLink
 	if cfg.NATSURL != "" {
 		if link, err = connectCluster(ctx, cfg, hub, m, log); err != nil {

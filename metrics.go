@@ -8,12 +8,13 @@ import (
 // metrics is what /metrics exposes. Each server has its own registry, so
 // several servers in one test binary do not collide.
 type metrics struct {
-	registry  *prometheus.Registry
-	sessions  prometheus.Gauge
-	rooms     prometheus.Gauge
-	received  prometheus.Counter
-	delivered prometheus.Counter
-	closes    *prometheus.CounterVec
+	registry   *prometheus.Registry
+	sessions   prometheus.Gauge
+	rooms      prometheus.Gauge
+	received   prometheus.Counter
+	delivered  prometheus.Counter
+	closes     *prometheus.CounterVec
+	recoveries *prometheus.CounterVec
 
 	// Cluster mode only; registered by watchCluster.
 	clusterUp       prometheus.Gauge
@@ -41,6 +42,9 @@ func newMetrics() *metrics {
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchboard_session_closes_total", Help: "Sessions the server closed, by reason.",
 		}, []string{"reason"}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_recoveries_total", Help: "Connections that asked for recovery with ?since=, by whether everything after it could be replayed.",
+		}, []string{"result"}),
 		clusterUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchboard_cluster_up", Help: "1 while the node can reach NATS and the stream, else 0.",
 		}),
@@ -61,7 +65,9 @@ func newMetrics() *metrics {
 	for _, reason := range []string{"slow_consumer", "rate_limit", "heartbeat", "token_expired", "disconnected"} {
 		m.closes.WithLabelValues(reason) // show zeros before the first close
 	}
-	m.registry.MustRegister(m.sessions, m.rooms, m.received, m.delivered, m.closes,
+	m.recoveries.WithLabelValues("recovered")
+	m.recoveries.WithLabelValues("not_recovered")
+	m.registry.MustRegister(m.sessions, m.rooms, m.received, m.delivered, m.closes, m.recoveries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -72,6 +78,27 @@ func (m *metrics) watchQueueBytes(total func() float64) {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "switchboard_queue_bytes", Help: "Outbound bytes queued to sessions and not yet written.",
 	}, total))
+}
+
+// recovered counts one recovery by its result.
+func (m *metrics) recovered(ok bool) {
+	result := "not_recovered"
+	if ok {
+		result = "recovered"
+	}
+	m.recoveries.WithLabelValues(result).Inc()
+}
+
+// watchHistory exposes what the history keeps, asked of the hub at scrape
+// time so the message path keeps no shared counter.
+func (m *metrics) watchHistory(stats func() (events, bytes float64)) {
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_history_messages", Help: "Room messages and publishes kept for history and recovery.",
+		}, func() float64 { events, _ := stats(); return events }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "switchboard_history_bytes", Help: "Bytes the kept messages take, as counted against -history-max-bytes.",
+		}, func() float64 { _, bytes := stats(); return bytes }))
 }
 
 // watchCluster registers the broker metrics; a single node does not show

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -37,6 +38,7 @@ const (
 	requestDirect
 	requestWho
 	requestRefresh
+	requestHistory
 )
 
 // clientRequest is one thing a client asked for, whichever mode it spoke.
@@ -45,6 +47,7 @@ type clientRequest struct {
 	to    string // requestDirect only
 	text  string
 	token string // requestRefresh only
+	limit int    // requestHistory only; 0 = everything kept
 }
 
 // Error codes of JSON error objects.
@@ -94,6 +97,12 @@ func parseTextLine(line string) (clientRequest, *requestError) {
 		return clientRequest{kind: requestDirect, to: to, text: text}, nil
 	case "/who":
 		return clientRequest{kind: requestWho}, nil
+	case "/history":
+		limit, ok := parseLimit(strings.TrimSpace(rest), true)
+		if !ok {
+			return clientRequest{}, &requestError{codeBadRequest, "usage: /history [N]"}
+		}
+		return clientRequest{kind: requestHistory, limit: limit}, nil
 	case "/refresh":
 		// An empty token is the authenticator's to answer: "token is
 		// missing" in token mode, "tokens are not enabled" outside it.
@@ -105,10 +114,11 @@ func parseTextLine(line string) (clientRequest, *requestError) {
 // jsonRequest is the shape of every JSON-mode client object. Pointers tell a
 // missing field from an empty one.
 type jsonRequest struct {
-	Type  *string `json:"type"`
-	To    *string `json:"to"`
-	Text  *string `json:"text"`
-	Token *string `json:"token"`
+	Type  *string         `json:"type"`
+	To    *string         `json:"to"`
+	Text  *string         `json:"text"`
+	Token *string         `json:"token"`
+	Limit json.RawMessage `json:"limit"`
 }
 
 // parseJSONRequest reads one JSON-mode client message.
@@ -136,6 +146,12 @@ func parseJSONRequest(data []byte) (clientRequest, *requestError) {
 		return clientRequest{kind: requestDirect, to: *in.To, text: *in.Text}, nil
 	case "who":
 		return clientRequest{kind: requestWho}, nil
+	case "history":
+		limit, ok := parseLimit(string(in.Limit), true)
+		if !ok {
+			return clientRequest{}, &requestError{codeBadRequest, `"limit" must be a positive integer`}
+		}
+		return clientRequest{kind: requestHistory, limit: limit}, nil
 	case "refresh":
 		req := clientRequest{kind: requestRefresh}
 		if in.Token != nil {
@@ -144,6 +160,20 @@ func parseJSONRequest(data []byte) (clientRequest, *requestError) {
 		return req, nil
 	}
 	return clientRequest{}, &requestError{codeUnknownType, fmt.Sprintf("unknown type %q", *in.Type)}
+}
+
+// parseLimit reads a history limit: a positive integer (digits only, as
+// JSON or text gives it), or nothing at all when optional, which is 0:
+// everything kept. Limits past any history's size are cut to it.
+func parseLimit(s string, optional bool) (int, bool) {
+	if s == "" || s == "null" {
+		return 0, optional
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return int(min(n, maxHistorySize)), true
 }
 
 // serverEvent is anything the server tells a client. Each event knows its
@@ -197,6 +227,9 @@ type welcomeEvent struct {
 	Session string   `json:"session"`
 	Online  []string `json:"online"`
 	Expires string   `json:"expires,omitempty"` // token mode, when the token has exp
+	// Recovered answers ?since= (History): whether every event after it
+	// follows. Absent without since.
+	Recovered *bool `json:"recovered,omitempty"`
 }
 
 func (e *welcomeEvent) appendText(buf []byte) []byte {
@@ -285,6 +318,50 @@ func (e *refreshedEvent) appendText(buf []byte) []byte {
 		return append(buf, "[server]: token refreshed, no expiry"...)
 	}
 	return append(append(buf, "[server]: token refreshed, expires "...), e.Expires...)
+}
+
+// historyHeader introduces a text-mode history answer; the kept events
+// follow it as the lines they were first sent as.
+type historyHeader struct {
+	room  string
+	count int
+}
+
+func (e *historyHeader) appendText(buf []byte) []byte {
+	noun := "messages"
+	if e.count == 1 {
+		noun = "message"
+	}
+	return fmt.Appendf(buf, "[server]: history of %s: %d %s", e.room, e.count, noun)
+}
+
+// historyJSON is a JSON-mode history answer: the kept events' own JSON
+// frames inside one object, written as is rather than re-encoded.
+func historyJSON(room string, frames [][]byte) []byte {
+	buf := make([]byte, 0, historySize(room, frames))
+	buf = append(append(append(buf, `{"type":"history","room":"`...), room...), `",`...) // room names need no escaping
+	return append(appendMessages(buf, frames), '}')
+}
+
+// appendMessages writes frames (JSON objects) as a "messages" array.
+func appendMessages(buf []byte, frames [][]byte) []byte {
+	buf = append(buf, `"messages":[`...)
+	for i, f := range frames {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, f...)
+	}
+	return append(buf, ']')
+}
+
+// historySize is about what a history object of frames takes.
+func historySize(room string, frames [][]byte) int {
+	size := 64 + len(room)
+	for _, f := range frames {
+		size += len(f) + 1
+	}
+	return size
 }
 
 type errorEvent struct {

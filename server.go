@@ -32,6 +32,9 @@ type WebSocketServer struct {
 	broker broker
 	remote remoteView
 
+	// history is every room's kept events and seq (history.go).
+	history *history
+
 	metrics *metrics
 	now     func() time.Time
 }
@@ -41,7 +44,6 @@ type room struct {
 	name    string
 	members []*UserSession // a slice, not a map: broadcasts walk it for every event
 	uids    map[string]int // sessions per uid, for join/leave and presence
-	seq     uint64         // last seq handed out to a message or publish
 }
 
 var (
@@ -57,9 +59,11 @@ type command interface {
 	apply(h *WebSocketServer)
 }
 
-// NewWebSocketServer makes a hub; Run must be started for it to answer.
-func NewWebSocketServer(m *metrics) *WebSocketServer {
+// NewWebSocketServer makes a hub that keeps history as hist says; Run must
+// be started for it to answer.
+func NewWebSocketServer(m *metrics, hist *history) *WebSocketServer {
 	h := &WebSocketServer{
+		history:  hist,
 		commands: make(chan command, 1024),
 		done:     make(chan struct{}),
 		rooms:    make(map[string]*room),
@@ -70,22 +74,40 @@ func NewWebSocketServer(m *metrics) *WebSocketServer {
 		now:      time.Now,
 	}
 	m.watchQueueBytes(h.queuedBytes)
+	m.watchHistory(h.historyStats)
 	return h
 }
+
+// historySweep is how often the hub drops events past -history-ttl even
+// when nobody asks (answers drop them first anyway).
+const historySweep = time.Second
 
 // Run is the hub loop. It returns when ctx ends; commands sent after that
 // fail with errHubStopped instead of blocking their senders.
 func (h *WebSocketServer) Run(ctx context.Context) error {
 	defer close(h.done)
+	sweep := time.NewTicker(historySweep)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case cmd := <-h.commands:
 			cmd.apply(h)
+		case <-sweep.C:
+			h.expireHistory()
 		}
 	}
 }
+
+// expireHistory drops kept events past -history-ttl.
+func (h *WebSocketServer) expireHistory() {
+	h.history.expire(h.now())
+	h.history.forgetEmptied(h.occupied)
+}
+
+// occupied reports whether a room has sessions on this node.
+func (h *WebSocketServer) occupied(room string) bool { return h.rooms[room] != nil }
 
 // submit hands a command to the hub, waiting while its channel is full,
 // until ctx ends or the hub stops.
@@ -184,6 +206,15 @@ func (h *WebSocketServer) updateGauges() {
 type UserConnect struct {
 	Session *UserSession
 	Expires string // the token's expiry for the JSON welcome; empty for none
+	// Recover asks for the room's events after a seq (JSON mode's
+	// ?since=); the welcome then says whether they are all there.
+	Recover recovery
+}
+
+// recovery is a session's ?since=, when it gave one.
+type recovery struct {
+	asked bool
+	since uint64
 }
 
 func (c UserConnect) apply(h *WebSocketServer) {
@@ -200,7 +231,21 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	h.updateGauges()
 	h.presenceChanged(r, s.uid)
 
-	h.send(s, &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: h.online(s.room), Expires: c.Expires})
+	welcome := &welcomeEvent{Type: "welcome", UID: s.uid, Room: s.room, Session: s.id, Online: h.online(s.room), Expires: c.Expires}
+	var replay []*historyEntry
+	if c.Recover.asked {
+		h.expireHistory()
+		var recovered bool
+		replay, recovered = h.history.since(s.room, c.Recover.since)
+		welcome.Recovered = &recovered
+		h.metrics.recovered(recovered)
+	}
+	h.send(s, welcome)
+	// The events after since, as first sent, then whatever comes next:
+	// nothing can come between, since the hub does one thing at a time.
+	for _, e := range replay {
+		h.sendFrame(s, h.history.frame(e, s.mode))
+	}
 	if r.uids[s.uid] == 1 && h.remote.sessions(s.room, s.uid) == 0 {
 		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)
 	}
@@ -237,6 +282,7 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	}
 	if len(r.members) == 0 {
 		delete(h.rooms, r.name)
+		h.history.forget(r.name) // only if it kept nothing
 	}
 	h.updateGauges()
 }
@@ -471,6 +517,93 @@ func (h *WebSocketServer) disconnect(uid string) int {
 	}
 	h.metrics.closes.WithLabelValues("disconnected").Add(float64(len(h.byUID[uid])))
 	return len(h.byUID[uid])
+}
+
+// HistoryQuery answers a session with its room's last Limit kept events
+// (all of them for 0), in its mode.
+type HistoryQuery struct {
+	Session *UserSession
+	Limit   int
+}
+
+func (c HistoryQuery) apply(h *WebSocketServer) {
+	h.expireHistory()
+	s := c.Session
+	entries := h.history.last(s.room, c.Limit)
+	if s.mode == modeJSON {
+		h.sendFrame(s, outboundFrame{data: historyJSON(s.room, h.historyFrames(entries, modeJSON))})
+		return
+	}
+	h.send(s, &historyHeader{room: s.room, count: len(entries)})
+	for _, e := range entries {
+		h.sendFrame(s, h.history.frame(e, modeText))
+	}
+}
+
+// historyFrames is the entries encoded for mode.
+func (h *WebSocketServer) historyFrames(entries []*historyEntry, mode clientMode) [][]byte {
+	frames := make([][]byte, len(entries))
+	for i, e := range entries {
+		frames[i] = h.history.frame(e, mode).data
+	}
+	return frames
+}
+
+// sendFrame queues an encoded frame to one session.
+func (h *WebSocketServer) sendFrame(s *UserSession, f outboundFrame) {
+	if s.queue.push(f) {
+		h.metrics.delivered.Inc()
+	}
+}
+
+// RoomHistory answers GET /api/rooms/{room}/history: the last Limit kept
+// events, or with Recover the first Limit after its seq and whether they
+// are all there. The frames are JSON mode's, shared and never modified.
+type RoomHistory struct {
+	Room    string
+	Limit   int
+	Recover recovery
+	Reply   chan RoomHistoryAnswer
+}
+
+// RoomHistoryAnswer is a RoomHistory's answer.
+type RoomHistoryAnswer struct {
+	Frames    [][]byte
+	Recovered bool
+}
+
+func (c RoomHistory) apply(h *WebSocketServer) {
+	h.expireHistory()
+	if !c.Recover.asked {
+		c.Reply <- RoomHistoryAnswer{Frames: h.historyFrames(h.history.last(c.Room, c.Limit), modeJSON)}
+		return
+	}
+	entries, recovered := h.history.since(c.Room, c.Recover.since)
+	if !recovered {
+		// Given either way (PROTOCOL.md): what is kept after since.
+		entries = h.history.after(c.Room, c.Recover.since)
+	}
+	if c.Limit > 0 && c.Limit < len(entries) {
+		entries = entries[:c.Limit]
+	}
+	c.Reply <- RoomHistoryAnswer{Frames: h.historyFrames(entries, modeJSON), Recovered: recovered}
+}
+
+// HistoryStats answers with what the history keeps, for /metrics.
+type HistoryStats struct{ Reply chan [2]int64 }
+
+func (c HistoryStats) apply(h *WebSocketServer) {
+	c.Reply <- [2]int64{int64(h.history.kept), h.history.bytes}
+}
+
+// historyStats asks the hub for HistoryStats; zeros when it does not answer
+// within a second.
+func (h *WebSocketServer) historyStats() (events, bytes float64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	reply := make(chan [2]int64, 1)
+	stats, _ := ask(ctx, h, HistoryStats{Reply: reply}, reply)
+	return float64(stats[0]), float64(stats[1])
 }
 
 // HealthPing proves the hub loop is turning.

@@ -122,10 +122,10 @@ var (
 
 // Run serves the session until it ends and then unregisters it. shutdown is
 // cancelled when the server stops: the session flushes its queue and closes
-// with 1001.
-func (s *UserSession) Run(shutdown context.Context) {
+// with 1001. recover is the client's ?since=, if it asked.
+func (s *UserSession) Run(shutdown context.Context, recover recovery) {
 	defer s.setExpiry(time.Time{})
-	if err := s.hub.submit(shutdown, UserConnect{Session: s, Expires: formatExpiry(s.expiresAt())}); err != nil {
+	if err := s.hub.submit(shutdown, UserConnect{Session: s, Expires: formatExpiry(s.expiresAt()), Recover: recover}); err != nil {
 		s.close(closeShutdown)
 		return
 	}
@@ -352,6 +352,8 @@ func (s *UserSession) dispatch(ctx context.Context, req clientRequest, reqErr *r
 		return s.submit(ctx, DirectMessage{From: s, To: req.to, Text: req.text})
 	case requestRefresh:
 		return s.submit(ctx, s.refresh(req.token))
+	case requestHistory:
+		return s.submit(ctx, HistoryQuery{Session: s, Limit: req.limit})
 	default:
 		return s.submit(ctx, WhoQuery{Session: s})
 	}

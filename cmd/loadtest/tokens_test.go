@@ -99,7 +99,12 @@ func TestTokensMintedBeforeDialPhase(t *testing.T) {
 	if tokens.misses != 0 {
 		t.Fatalf("%d dials minted their token during the dial phase", tokens.misses)
 	}
+	// The server records a token just after its side of the handshake,
+	// which may be a moment after the dial returned.
 	sent := srv.tokensSent()
+	for deadline := time.Now().Add(10 * time.Second); len(sent) < len(specs) && time.Now().Before(deadline); sent = srv.tokensSent() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, s := range specs {
 		if sent[s.uid] != tokens.byUID[s.uid] {
 			t.Fatalf("%s: dial sent another token than the one minted up front", s.uid)
