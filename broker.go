@@ -1,5 +1,7 @@
 package main
 
+import "context"
+
 // broker carries what the hub has accepted (room messages, publishes,
 // binary relay, DMs, disconnects) to where it is numbered, and brings it
 // back as a Delivery the hub applies: the one path of every such message,
@@ -16,4 +18,8 @@ type broker interface {
 	// node is this node's id as deliveries carry it ("" on a single
 	// node), so the hub knows its own DMs for their echo.
 	node() string
+	// reach waits, briefly and at most until ctx ends, until every event
+	// numbered up to seq has been handed to the hub, so a recovery from a
+	// seq another node handed out is not refused for being early.
+	reach(ctx context.Context, seq uint64)
 }

@@ -1,5 +1,7 @@
 package main
 
+import "context"
+
 // memoryBroker is the broker of a single node: a message is delivered by
 // the hub as soon as the hub accepts it, in the order it accepts them.
 type memoryBroker struct{}
@@ -16,6 +18,9 @@ func (memoryBroker) publish(h *WebSocketServer, out clusterOut) bool {
 func (memoryBroker) presenceChanged(presenceEntry) {}
 
 func (memoryBroker) node() string { return "" }
+
+// reach has nothing to wait for: the hub numbers every event itself.
+func (memoryBroker) reach(context.Context, uint64) {}
 
 // delivery is out as it comes back from the broker, sent by node.
 func (out clusterOut) delivery(node string) Delivery {

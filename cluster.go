@@ -128,6 +128,9 @@ type clusterLink struct {
 	handedOver atomic.Uint64
 	// streamFirst is the first sequence of the stream as last found or made.
 	streamFirst atomic.Uint64
+	// fillTo is the stream's last sequence at start: the node listens once
+	// its hub has everything up to it (filled).
+	fillTo uint64
 
 	// pending holds every published message until it is answered
 	// (cluster_pending.go).
@@ -195,7 +198,15 @@ func connectCluster(ctx context.Context, cfg Config, hub *WebSocketServer, m *me
 		return nil, err
 	}
 	c.streamCreated = info.Created
-	if err := c.startConsumer(ctx, info.State.LastSeq); err != nil {
+	// The consumer reads the whole stream from its first message, so the
+	// hub's history is filled from it before the node listens (filled).
+	startAfter := info.State.LastSeq
+	if info.State.Msgs > 0 {
+		startAfter = info.State.FirstSeq - 1
+	}
+	c.fillTo = info.State.LastSeq
+	hub.history.coverFloor = startAfter // the hub does not run yet
+	if err := c.startConsumer(ctx, startAfter); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -263,6 +274,41 @@ func (c *clusterLink) presenceChanged(e presenceEntry) { c.presence.changes.push
 
 // node is this node's id, as its messages carry it (broker).
 func (c *clusterLink) node() string { return c.nodeID }
+
+// reachWait bounds how long a recovery waits for the consumer to reach its
+// since; past it the hub answers with what it has.
+const reachWait = 2 * time.Second
+
+// reach waits until the consumer has handed seq to the hub (broker).
+func (c *clusterLink) reach(ctx context.Context, seq uint64) {
+	ctx, cancel := context.WithTimeout(ctx, reachWait)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for c.handedOver.Load() < seq {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// filled waits, at most until ctx ends, until the consumer has handed the
+// hub everything the stream held at start (fillTo): the node's history is
+// then the cluster's, and it may listen.
+func (c *clusterLink) filled(ctx context.Context) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for c.handedOver.Load() < c.fillTo {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("history fill stopped at %d of %d: %w", c.handedOver.Load(), c.fillTo, ctx.Err())
+		case <-tick.C:
+		}
+	}
+	return nil
+}
 
 // forward hands a message to the publisher without waiting; false means
 // it was not taken and the sender must be told.
@@ -343,13 +389,19 @@ func (c *clusterLink) deliver(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	if last := c.lastSeq.Swap(seq); seq > last+1 && !c.streamStartsAt(ctx, seq) {
+	last := c.lastSeq.Swap(seq)
+	if seq > last+1 && !c.streamStartsAt(ctx, seq) {
 		// The consumer has no filter, so it sees every sequence: a jump
 		// ahead means messages were removed before this node got them
 		// (stream limits while it lagged, or a broker that lost them).
 		c.log.Error("missed stream messages; closing this node's sessions so their clients reconnect",
 			"last", last, "next", seq)
 		_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
+	}
+	if seq > last+1 {
+		// Messages this node never read (lost, or before a stream made
+		// anew): its history must not claim anything from before.
+		_ = c.hub.submit(ctx, HistoryReset{Floor: seq - 1})
 	}
 	h := m.Headers()
 	answered := false

@@ -239,6 +239,12 @@ func (c *clusterLink) keepStreamPass(ctx context.Context) bool {
 	if !wasReady || remade {
 		c.log.Info("cluster available again", "stream", streamName, "stream_remade", remade)
 	}
+	if remade {
+		// Whatever the history holds came from the stream that is gone;
+		// the new one numbers above it. The floor covers what the consumer
+		// may already have read of the new one, which the reset drops.
+		_ = c.hub.submit(ctx, HistoryReset{Floor: max(info.State.LastSeq, c.lastSeq.Load())})
+	}
 	c.checkStreamEnd(ctx, info, readBefore)
 	c.settleLost(ctx, passStart)
 	return true
@@ -258,6 +264,8 @@ func (c *clusterLink) checkStreamEnd(ctx context.Context, info *jetstream.Stream
 	c.log.Error("stream ends below what this node has read; closing its sessions and following the stream's end",
 		"stream_last", info.State.LastSeq, "node_last", readBefore)
 	_ = c.hub.submit(ctx, CloseEverySession{Status: closeMissedMessages})
+	// Its numbers went back: whatever the history holds is from before.
+	_ = c.hub.submit(ctx, HistoryReset{Floor: max(info.State.LastSeq, c.lastSeq.Load())})
 	for {
 		err := c.restartConsumer(ctx, info.State.LastSeq)
 		if err == nil {

@@ -77,7 +77,7 @@ func startServer(t testing.TB, configure func(*Config)) *testServer {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	linkCtx, stopLink := context.WithCancel(context.Background())
 	ts := &testServer{
-		t: t, sb: sb, http: httptest.NewServer(sb.handler),
+		t: t, sb: sb,
 		httpClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 		stopHub:    stopHub, hubDone: make(chan struct{}),
 		stopLink: stopLink, linkDone: make(chan struct{}),
@@ -95,6 +95,10 @@ func startServer(t testing.TB, configure func(*Config)) *testServer {
 		}
 	}()
 	t.Cleanup(ts.stop)
+	if err := sb.waitFilled(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ts.http = httptest.NewServer(sb.handler) // after the fill, as serve listens
 	return ts
 }
 
@@ -110,7 +114,9 @@ func (ts *testServer) stop() {
 		if err := ts.sb.factory.Shutdown(ctx); err != nil {
 			ts.t.Errorf("shutdown: %v", err)
 		}
-		ts.http.Close()
+		if ts.http != nil {
+			ts.http.Close()
+		}
 		ts.stopLink()
 		<-ts.linkDone
 		ts.stopHub()

@@ -30,6 +30,14 @@ type history struct {
 	// emptied names the rooms whose logs ran out of events, for the hub
 	// to forget those nobody is in (forgetEmptied).
 	emptied []string
+
+	// coverFloor: this node has seen every event numbered above it (in a
+	// cluster, where it started reading the stream; 0 on a single node).
+	// forgotten is the highest seq of any log it forgot. A log made anew
+	// for broker-numbered events starts above both, so it never claims
+	// events it could have missed or dropped.
+	coverFloor uint64
+	forgotten  uint64
 }
 
 // roomLog is one room's numbered events.
@@ -77,11 +85,14 @@ func (h *history) newEntry(room string, brokerSeq uint64, at time.Time) *history
 func (h *history) number(room string, brokerSeq uint64, now time.Time) (*roomLog, uint64) {
 	log := h.logs[room]
 	if log == nil {
-		start := brokerSeq
-		if start == 0 {
-			start = uint64(now.UnixMicro())
+		var floor uint64
+		if brokerSeq == 0 {
+			// Above anything forgotten even if the clock went back.
+			floor = max(uint64(now.UnixMicro()), h.forgotten+1) - 1
+		} else {
+			floor = min(max(h.coverFloor, h.forgotten), brokerSeq-1)
 		}
-		log = &roomLog{name: room, lastSeq: start - 1, floor: start - 1}
+		log = &roomLog{name: room, lastSeq: floor, floor: floor}
 		h.logs[room] = log
 	}
 	seq := brokerSeq
@@ -101,9 +112,13 @@ func (h *history) keep(entry *historyEntry, textBytes int) {
 		log.floor = entry.seq // nothing kept: the log starts after it
 		return
 	}
+	// Both modes are encoded now, once, whoever is in the room: the
+	// count is then exact (a text of many lines, or JSON escapes, can
+	// grow far beyond the text) and the same on every node of a cluster,
+	// which then evicts alike.
 	entry.bytes = entryOverhead + int64(textBytes)
-	for _, f := range entry.event.frames {
-		entry.bytes += int64(len(f.data))
+	for mode := range modeCount {
+		entry.bytes += int64(len(entry.event.frame(mode).data))
 	}
 	log.entries = append(log.entries, entry)
 	h.order = append(h.order, entry)
@@ -188,8 +203,20 @@ func (h *history) compact() {
 // memory then goes only to rooms that have events or sessions.
 func (h *history) forget(room string) {
 	if log := h.logs[room]; log != nil && len(log.entries) == 0 {
+		h.forgotten = max(h.forgotten, log.lastSeq)
 		delete(h.logs, room)
 	}
+}
+
+// reset forgets everything and starts afresh above floor: in a cluster
+// when the stream was made anew or lost messages this node never read,
+// so that no node claims events from before it.
+func (h *history) reset(floor uint64) {
+	h.logs = map[string]*roomLog{}
+	clear(h.order)
+	h.order, h.emptied = h.order[:0], h.emptied[:0]
+	h.gone, h.kept, h.bytes = 0, 0, 0
+	h.coverFloor = max(h.coverFloor, floor)
 }
 
 // forgetEmptied forgets the logs that ran out of events in rooms for which
@@ -238,14 +265,8 @@ func (h *history) last(room string, limit int) []*historyEntry {
 	return log.entries
 }
 
-// frame is a kept event encoded for mode. An event first asked for in a
-// mode nobody in its room spoke is encoded now, once, and counted.
+// frame is a kept event encoded for mode (keep encoded both).
 func (h *history) frame(e *historyEntry, mode clientMode) outboundFrame {
-	if e.event.frames[mode].data == nil {
-		f := e.event.frame(mode)
-		e.bytes += int64(len(f.data))
-		h.bytes += int64(len(f.data))
-	}
 	return e.event.frames[mode]
 }
 

@@ -102,6 +102,21 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, auth: auth, cluster: link, handler: mux}, nil
 }
 
+// fillTimeout bounds how long a starting cluster node reads the stream
+// into its history before it listens anyway.
+const fillTimeout = time.Minute
+
+// waitFilled waits until a cluster node's history holds what the stream
+// held at start (a single node has nothing to wait for).
+func (sb *switchboard) waitFilled(ctx context.Context) error {
+	if sb.cluster == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, fillTimeout)
+	defer cancel()
+	return sb.cluster.filled(ctx)
+}
+
 // settleTimeout bounds how long a stopping cluster node waits for its own
 // messages to come back from the broker before closing its sessions.
 const settleTimeout = 2 * time.Second
@@ -136,6 +151,9 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 		g.Go(func() error { return servePprof(gctx, sb.cfg.PprofAddr, sb.log) })
 	}
 	g.Go(func() error {
+		if err := sb.waitFilled(gctx); err != nil {
+			sb.log.Warn("listening before the history is filled from the stream", "err", err)
+		}
 		sb.log.Info("switchboard listening", "addr", ln.Addr().String())
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)

@@ -589,6 +589,12 @@ func (c RoomHistory) apply(h *WebSocketServer) {
 	c.Reply <- RoomHistoryAnswer{Frames: h.historyFrames(entries, modeJSON), Recovered: recovered}
 }
 
+// HistoryReset forgets every kept event and starts above Floor (see
+// history.reset).
+type HistoryReset struct{ Floor uint64 }
+
+func (c HistoryReset) apply(h *WebSocketServer) { h.history.reset(c.Floor) }
+
 // HistoryStats answers with what the history keeps, for /metrics.
 type HistoryStats struct{ Reply chan [2]int64 }
 

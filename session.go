@@ -125,6 +125,9 @@ var (
 // with 1001. recover is the client's ?since=, if it asked.
 func (s *UserSession) Run(shutdown context.Context, recover recovery) {
 	defer s.setExpiry(time.Time{})
+	if recover.asked {
+		s.hub.broker.reach(shutdown, recover.since)
+	}
 	if err := s.hub.submit(shutdown, UserConnect{Session: s, Expires: formatExpiry(s.expiresAt()), Recover: recover}); err != nil {
 		s.close(closeShutdown)
 		return
