@@ -6,17 +6,20 @@ package main
 // missing browser fails the run.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,8 +146,15 @@ func jsString(s string) string {
 // page is connected (or, with wantConnected false, only clicks connect).
 func (p *tab) join(ts *testServer, uid, room string, wantConnected bool) {
 	p.t.Helper()
+	p.joinAt(ts.http.URL, uid, room, wantConnected)
+}
+
+// joinAt is join with the page loaded from base (the server, or a proxy in
+// front of it).
+func (p *tab) joinAt(base, uid, room string, wantConnected bool) {
+	p.t.Helper()
 	p.do(
-		chromedp.Navigate(ts.http.URL+"/"),
+		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#connect")),
 		chromedp.SetValue(chromedp.CSS("#uid"), uid),
 		chromedp.SetValue(chromedp.CSS("#room"), room),
@@ -468,4 +478,384 @@ func consecutive(seqs []string) bool {
 		}
 	}
 	return true
+}
+
+// browserProxy is a TCP proxy between the browser and the test server. cut
+// drops every connection through it at once, abruptly (a TCP reset, no
+// WebSocket close: the page sees 1006, as when a network goes away), and
+// refuses new ones until resume. It notes the request line of each
+// connection's first request, to see what the page asked for.
+type browserProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	refusing bool
+	closed   bool
+	requests []string
+}
+
+func startBrowserProxy(t *testing.T, ts *testServer) *browserProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &browserProxy{ln: ln, target: ts.http.Listener.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(p.close)
+	return p
+}
+
+// url is the proxy's base URL, for the page.
+func (p *browserProxy) url() string { return "http://" + p.ln.Addr().String() }
+
+func (p *browserProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			continue
+		}
+		p.wg.Add(1)
+		go p.forward(c)
+	}
+}
+
+// track adds c to the live connections, or resets it when the proxy is
+// refusing.
+func (p *browserProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refusing || p.closed {
+		reset(c)
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *browserProxy) untrack(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		delete(p.conns, c)
+		reset(c)
+	}
+}
+
+func (p *browserProxy) forward(client net.Conn) {
+	defer p.wg.Done()
+	server, err := net.DialTimeout("tcp", p.target, waitTimeout)
+	if err != nil {
+		p.untrack(client)
+		return
+	}
+	if !p.track(server) {
+		p.untrack(client)
+		return
+	}
+	// Either direction ending ends both.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(client, server)
+		p.untrack(client, server)
+	}()
+	br := bufio.NewReader(client)
+	if line, err := br.ReadString('\n'); err == nil {
+		p.mu.Lock()
+		p.requests = append(p.requests, strings.TrimSpace(line))
+		p.mu.Unlock()
+		if _, err := server.Write([]byte(line)); err == nil {
+			io.Copy(server, br)
+		}
+	}
+	p.untrack(client, server)
+	<-done
+}
+
+// reset closes c at once with a TCP reset.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}
+
+// cut drops every connection and refuses new ones until resume.
+func (p *browserProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refusing = true
+	for c := range p.conns {
+		reset(c)
+	}
+}
+
+func (p *browserProxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refusing = false
+}
+
+// requestLines is the request line of each connection's first request.
+func (p *browserProxy) requestLines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.requests)
+}
+
+func (p *browserProxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		reset(c)
+	}
+	p.mu.Unlock()
+	p.ln.Close()
+	p.wg.Wait()
+}
+
+// browserSay sends a room message from a JSON-mode client and waits for its
+// echo, so the hub has taken it; it returns the message's seq. Other events
+// on the way are skipped.
+func browserSay(t *testing.T, c *testClient, text string) string {
+	t.Helper()
+	c.sendJSON(map[string]string{"type": "message", "text": text})
+	for {
+		line := c.readLine()
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.UseNumber()
+		var ev struct {
+			Type string      `json:"type"`
+			Text string      `json:"text"`
+			Seq  json.Number `json:"seq"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("line %q is not a JSON object: %v", line, err)
+		}
+		if ev.Type == "message" && ev.Text == text {
+			if ev.Seq == "" {
+				t.Fatalf("message %q has no seq: %s", text, line)
+			}
+			return ev.Seq.String()
+		}
+	}
+}
+
+// seqLog is the page's log entries that carry a seq, and the divider and
+// missed lines, in order: "from: text" for a message, "server: text" for a
+// publish, "-- divider" and "-- missed".
+func (p *tab) seqLog() []string {
+	p.t.Helper()
+	return evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry[data-seq], #log .entry.divider, #log .entry.missed")).map(e =>
+		e.classList.contains("divider") ? "-- divider" : e.classList.contains("missed") ? "-- missed" :
+		(e.dataset.from || "server") + ": " + e.querySelector(".text").textContent)`)
+}
+
+// checkSeqs fails the test unless the seqs of the page's log entries
+// increase strictly, in log order (each shown once).
+func (p *tab) checkSeqs() {
+	p.t.Helper()
+	seqs := evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry[data-seq]")).map(e => e.dataset.seq)`)
+	for i := 1; i < len(seqs); i++ {
+		a, errA := strconv.ParseUint(seqs[i-1], 10, 64)
+		b, errB := strconv.ParseUint(seqs[i], 10, 64)
+		if errA != nil || errB != nil || b <= a {
+			p.t.Fatalf("%s: seqs in the log = %q, want strictly increasing numbers\n%s", p.name, seqs, p.describe())
+		}
+	}
+}
+
+// lastSeq is the seq of the page's last log entry that has one.
+func (p *tab) lastSeq() string {
+	p.t.Helper()
+	return evalIn[string](p, `Array.from(document.querySelectorAll("#log .entry[data-seq]")).map(e => e.dataset.seq).pop() || ""`)
+}
+
+func (p *tab) waitState(state string) {
+	p.t.Helper()
+	p.waitJS("state "+state, fmt.Sprintf(`document.querySelector("#state").dataset.state === %s`, jsString(state)))
+}
+
+// welcomes waits until the page has been welcomed n times.
+func (p *tab) waitWelcomes(n int) {
+	p.t.Helper()
+	p.waitJS(fmt.Sprintf("%d welcomes", n), fmt.Sprintf(
+		`Array.from(document.querySelectorAll("#log .entry.system")).filter(e => e.textContent.includes("welcome ")).length === %d`, n))
+}
+
+func wantLog(t *testing.T, p *tab, want []string) {
+	t.Helper()
+	if got := p.seqLog(); !slices.Equal(got, want) {
+		gotJSON, _ := json.MarshalIndent(got, "", "  ")
+		wantJSON, _ := json.MarshalIndent(want, "", "  ")
+		t.Fatalf("%s's log:\n%s\nwant:\n%s\n%s", p.name, gotJSON, wantJSON, p.describe())
+	}
+}
+
+// TestBrowserShowsHistoryOnJoin: what was said in a room before the page
+// joined is shown above a divider, the page's own earlier messages as its
+// own, and what comes after below it.
+func TestBrowserShowsHistoryOnJoin(t *testing.T) {
+	ts := startServer(t, nil)
+	dana, _ := ts.connectJSON("dana", "archive") // the page's uid, on another device
+	browserSay(t, dana, "note to self")
+	dana.close()
+	carl, _ := ts.connectJSON("carl", "archive")
+	browserSay(t, carl, "first")
+	browserSay(t, carl, "second")
+	if status, body := ts.request("POST", "/api/rooms/archive/messages", `{"text":"announcement"}`, nil); status != http.StatusOK {
+		t.Fatalf("publish = %d %s", status, body)
+	}
+
+	p := newTab(t, newBrowser(t), "dana")
+	p.join(ts, "dana", "archive", true)
+	p.waitEntry(".entry.divider", "new messages")
+	p.waitEntry(".entry.publish.history", "announcement")
+	browserSay(t, carl, "live one")
+	p.waitEntry(".entry.msg:not(.history)", "live one")
+	wantLog(t, p, []string{"dana: note to self", "carl: first", "carl: second", "server: announcement", "-- divider", "carl: live one"})
+	p.checkSeqs()
+	own := evalIn[[]string](p, `Array.from(document.querySelectorAll("#log .entry.msg.own")).map(e => e.querySelector(".text").textContent)`)
+	if !slices.Equal(own, []string{"note to self"}) {
+		t.Errorf("messages styled as own: %q, want [\"note to self\"]", own)
+	}
+
+	// A room with no history shows no divider.
+	q := newTab(t, newBrowser(t), "erin")
+	q.join(ts, "erin", "empty", true)
+	q.say("hello, anyone?")
+	q.waitEntry(".entry.msg.own", "hello, anyone?")
+	wantLog(t, q, []string{"erin: hello, anyone?"})
+}
+
+// TestBrowserRecoversAfterCut: the page's connection is cut (no close
+// frame); it reconnects by itself with ?since= and shows what it missed,
+// each message once and in order.
+func TestBrowserRecoversAfterCut(t *testing.T) {
+	ts := startServer(t, nil)
+	proxy := startBrowserProxy(t, ts)
+	p := newTab(t, newBrowser(t), "ann")
+	p.joinAt(proxy.url(), "ann", "recovery", true)
+	bob, _ := ts.connectJSON("bob", "recovery")
+	p.waitEntry(`.entry.joined[data-from="bob"]`, "bob joined recovery")
+	browserSay(t, bob, "before the cut")
+	p.waitEntry(".entry.msg", "before the cut")
+	p.say("me too")
+	p.waitEntry(".entry.msg.own", "me too")
+	seen := p.lastSeq()
+
+	proxy.cut()
+	p.waitState("reconnecting")
+	p.waitEntry(".entry.error", "closed 1006: connection lost")
+	browserSay(t, bob, "while cut 1")
+	browserSay(t, bob, "while cut 2")
+	if status, body := ts.request("POST", "/api/rooms/recovery/messages", `{"text":"published while cut"}`, nil); status != http.StatusOK {
+		t.Fatalf("publish = %d %s", status, body)
+	}
+	browserSay(t, bob, "while cut 3")
+	proxy.resume()
+
+	p.waitWelcomes(2)
+	p.waitState("connected")
+	p.waitEntry(".entry.msg", "while cut 3")
+	browserSay(t, bob, "after the cut")
+	p.waitEntry(".entry.msg", "after the cut")
+	wantLog(t, p, []string{
+		"bob: before the cut", "ann: me too",
+		"bob: while cut 1", "bob: while cut 2", "server: published while cut", "bob: while cut 3",
+		"bob: after the cut",
+	})
+	p.checkSeqs()
+
+	// It asked with since, and was recovered: no missed line.
+	since := "&since=" + seen + " "
+	if !slices.ContainsFunc(proxy.requestLines(), func(l string) bool {
+		return strings.HasPrefix(l, "GET /ws/recovery?uid=ann") && strings.Contains(l, since)
+	}) {
+		t.Errorf("no upgrade with %q among the requests %q", since, proxy.requestLines())
+	}
+}
+
+// TestBrowserMissedLine: when the history no longer holds everything the
+// page missed while cut off, it says so and shows what the room still keeps.
+func TestBrowserMissedLine(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.HistorySize = 2 })
+	proxy := startBrowserProxy(t, ts)
+	p := newTab(t, newBrowser(t), "eve")
+	p.joinAt(proxy.url(), "eve", "small", true)
+	bob, _ := ts.connectJSON("bob", "small")
+	browserSay(t, bob, "seen before")
+	p.waitEntry(".entry.msg", "seen before")
+	seen := p.lastSeq()
+
+	proxy.cut()
+	p.waitState("reconnecting")
+	for i := 1; i <= 4; i++ {
+		browserSay(t, bob, fmt.Sprintf("while cut %d", i))
+	}
+	proxy.resume()
+
+	p.waitEntry(".entry.missed", "some messages were missed")
+	p.waitEntry(".entry.msg.history", "while cut 4")
+	browserSay(t, bob, "after the cut")
+	p.waitEntry(".entry.msg", "after the cut")
+	// History keeps the last two: the first two are gone.
+	wantLog(t, p, []string{"bob: seen before", "-- missed", "bob: while cut 3", "bob: while cut 4", "bob: after the cut"})
+	p.checkSeqs()
+	since := "&since=" + seen + " "
+	if !slices.ContainsFunc(proxy.requestLines(), func(l string) bool { return strings.Contains(l, since) }) {
+		t.Errorf("no upgrade with %q among the requests %q", since, proxy.requestLines())
+	}
+}
+
+// TestBrowserLiveBeforeHistory: live messages that reach the page before
+// the answer to its history request on joining (here held back in the page
+// until they have come) are shown once, below the divider, and the history
+// fills in above it without them.
+func TestBrowserLiveBeforeHistory(t *testing.T) {
+	ts := startServer(t, nil)
+	sam, _ := ts.connectJSON("sam", "busy")
+	for i := 1; i <= 3; i++ {
+		browserSay(t, sam, fmt.Sprintf("before %d", i))
+	}
+	p := newTab(t, newBrowser(t), "tom")
+	p.do(
+		chromedp.Navigate(ts.http.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#connect")),
+	)
+	// The page's history requests wait until the test lets them go.
+	evalIn[bool](p, `(() => {
+		const send = WebSocket.prototype.send, held = [];
+		WebSocket.prototype.send = function (data) {
+			if (typeof data === "string" && JSON.parse(data).type === "history") held.push(() => send.call(this, data));
+			else send.call(this, data);
+		};
+		window.heldHistory = () => held.length;
+		window.releaseHistory = () => { held.splice(0).forEach(f => f()); return true; };
+		return true;
+	})()`)
+	p.do(
+		chromedp.SetValue(chromedp.CSS("#uid"), "tom"),
+		chromedp.SetValue(chromedp.CSS("#room"), "busy"),
+		chromedp.Click(chromedp.CSS("#connect")),
+	)
+	p.waitJS("history asked", `window.heldHistory() === 1`)
+	browserSay(t, sam, "live 1")
+	browserSay(t, sam, "live 2")
+	p.waitEntry(".entry.msg", "live 2")
+	evalIn[bool](p, `window.releaseHistory()`)
+	p.waitEntry(".entry.msg.history", "before 3")
+	browserSay(t, sam, "live 3")
+	p.waitEntry(".entry.msg", "live 3")
+	wantLog(t, p, []string{"sam: before 1", "sam: before 2", "sam: before 3", "-- divider", "sam: live 1", "sam: live 2", "sam: live 3"})
+	p.checkSeqs()
 }

@@ -445,3 +445,23 @@ func TestHistoryProcessRestart(t *testing.T) {
 		t.Fatalf("welcome after the restart = %v, want recovered:false", welcome)
 	}
 }
+
+// A recovery of big messages is not a slow consumer: the replay shares the
+// history's bytes and is not counted against -max-queue-bytes.
+func TestHistoryBigRecoveryIsNotSlowConsumer(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxQueueBytes = 256 << 10 })
+	s, _ := ts.connectJSON("s", "room")
+	first := sendAll(t, s, "m", 1)[0]
+	big := strings.Repeat("z", 60<<10)
+	for range 20 { // 1.2 MB after first, over the 256 KiB cap
+		ts.request("POST", "/api/rooms/room/messages", `{"text":"`+big+`"}`, nil)
+		s.readEvents(1, "publish")
+	}
+	back, welcome := ts.recoverFrom("r", "room", first)
+	if welcome["recovered"] != true {
+		t.Fatalf("welcome = %v", welcome)
+	}
+	if got := back.readEvents(20, "publish"); len(got) != 20 {
+		t.Fatalf("replayed %d of 20", len(got))
+	}
+}

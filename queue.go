@@ -70,6 +70,26 @@ func (q *outboundQueue) push(f outboundFrame) bool {
 	return true
 }
 
+// pushShared queues a frame whose bytes the history already holds (a
+// recovery's replay) without counting it against the cap: it costs the
+// queue a slice slot, not a copy, and a replay of up to -history-size
+// events must not close a session that has just come back as a slow
+// consumer. Live events pushed after it are capped as ever.
+func (q *outboundQueue) pushShared(f outboundFrame) bool {
+	q.mu.Lock()
+	if q.overflowed || q.closed || q.endWith != nil {
+		q.mu.Unlock()
+		return false
+	}
+	wasEmpty := len(q.frames) == 0
+	q.frames = append(q.frames, f)
+	q.mu.Unlock()
+	if wasEmpty {
+		q.signal()
+	}
+	return true
+}
+
 func (q *outboundQueue) signal() {
 	select {
 	case q.ready <- struct{}{}:

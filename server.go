@@ -244,7 +244,9 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	// The events after since, as first sent, then whatever comes next:
 	// nothing can come between, since the hub does one thing at a time.
 	for _, e := range replay {
-		h.sendFrame(s, h.history.frame(e, s.mode))
+		if s.queue.pushShared(h.history.frame(e, s.mode)) {
+			h.metrics.delivered.Inc()
+		}
 	}
 	if r.uids[s.uid] == 1 && h.remote.sessions(s.room, s.uid) == 0 {
 		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)

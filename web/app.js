@@ -10,6 +10,7 @@
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const MAX_LOG_ENTRIES = 2000;
+  const JOIN_HISTORY = 50; // messages of the room shown on joining it
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -27,6 +28,20 @@
   let attempt = 0;          // reconnect attempts since the last welcome
   let retryTimer = null;
   const online = new Set();
+
+  // History and recovery (PROTOCOL.md, History). lastSeq is the last seq
+  // shown of the room; an automatic reconnect asks for what came after it
+  // with ?since=. It belongs to one room and identity (seqOwner) and is kept
+  // across automatic reconnects.
+  let lastSeq = 0;          // 0: nothing of the room shown yet
+  let seqOwner = "";
+  let connJoin = false;     // the current socket is a user-initiated connect
+  let connSince = 0;        // the ?since= the current socket gave, 0 for none
+  // gaps are the stretches of the room's events the page waits to fill from
+  // a history answer: the events whose seq is above floor and below ceil
+  // (ceil null: not bounded yet; the first live event bounds it), shown
+  // before anchor (before) or after it, in order.
+  let gaps = [];
 
   // ---- remembered fields -------------------------------------------------
 
@@ -82,10 +97,11 @@
     el.send.disabled = !live;
   }
 
-  function wsURL(uid, roomName, tok) {
+  function wsURL(uid, roomName, tok, since) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     return scheme + "//" + location.host + "/ws/" + encodeURIComponent(roomName) +
-      (tok ? "?token=" + encodeURIComponent(tok) : "?uid=" + encodeURIComponent(uid));
+      (tok ? "?token=" + encodeURIComponent(tok) : "?uid=" + encodeURIComponent(uid)) +
+      (since ? "&since=" + since : "");
   }
 
   // connectedText is the state line of a live connection. In token mode the
@@ -112,7 +128,10 @@
     return local;
   }
 
-  function open() {
+  // open connects with the fields' uid, room and token: a user-initiated
+  // connect (join), or with reconnect true the backoff's automatic one,
+  // which asks to recover what it missed.
+  function open(reconnect) {
     clearTimeout(retryTimer);
     retryTimer = null;
     token = el.token.value.trim();
@@ -132,9 +151,18 @@
     setExpires("");
     setState("connecting", "connecting to " + room + (token ? " with a token" : " as " + me) + "…");
 
+    const owner = JSON.stringify([room, token ? "" : me, token]);
+    if (owner !== seqOwner) { // another room or identity: its seqs mean nothing here
+      seqOwner = owner;
+      lastSeq = 0;
+      gaps = [];
+    }
+    connJoin = !reconnect;
+    connSince = reconnect ? lastSeq : 0;
+
     let sock;
     try {
-      sock = new WebSocket(wsURL(me, room, token), SUBPROTOCOL);
+      sock = new WebSocket(wsURL(me, room, token, connSince), SUBPROTOCOL);
     } catch (err) {
       wantConnected = false;
       addEntry("error", { text: "cannot connect: " + err.message });
@@ -196,7 +224,7 @@
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt) * (0.8 + 0.4 * Math.random());
     attempt++;
     setState("reconnecting", what + " — reconnecting in " + (delay / 1000).toFixed(1) + " s", close);
-    retryTimer = setTimeout(open, delay);
+    retryTimer = setTimeout(() => open(true), delay);
   }
 
   function disconnect() {
@@ -223,17 +251,19 @@
 
   function handle(ev) {
     switch (ev.type) {
-      case "welcome":
+      case "welcome": {
         attempt = 0;
         if (token) {
           me = ev.uid;
           if (el.state.dataset.state === "connected") setState("connected", connectedText());
         }
         setOnline((ev.online || []).concat([ev.uid]));
-        addEntry("system", { text: "welcome " + ev.uid + ", room " + ev.room });
+        const welcomeLine = addEntry("system", { text: "welcome " + ev.uid + ", room " + ev.room });
         if (ev.expires) addEntry("system", { text: "token expires at " + setExpires(ev.expires) });
         else setExpires("");
+        welcomed(ev, welcomeLine);
         break;
+      }
       case "refreshed": {
         const local = setExpires(ev.expires || "");
         addEntry("system", { text: local ? "token refreshed, expires at " + local : "token refreshed, no expiry" });
@@ -253,9 +283,11 @@
         if (!ev.room || ev.room === room) setOnline(ev.online || []);
         break;
       case "message":
-        addEntry(ev.from === me ? "msg own" : "msg", {
-          from: ev.from, who: ev.from, text: ev.text, seq: ev.seq, ts: ev.ts,
-        });
+      case "publish":
+        live(ev);
+        break;
+      case "history":
+        if (!ev.room || ev.room === room) fillGaps(ev.messages || []);
         break;
       case "direct": {
         const outgoing = ev.from === me;
@@ -265,18 +297,110 @@
         });
         break;
       }
-      case "publish":
-        addEntry("publish", {
-          who: "server", seq: ev.seq, ts: ev.ts,
-          text: ev.text !== undefined ? ev.text : JSON.stringify(ev.data),
-        });
-        break;
       case "error":
         addEntry("error", { text: "error: " + ev.message, code: ev.code });
         break;
       default:
         addEntry("system", { text: "unknown event " + JSON.stringify(ev) });
     }
+  }
+
+  // ---- history and recovery ------------------------------------------------
+
+  // welcomed decides, once the welcome has come, what the page must reload
+  // from the room's history:
+  //  - on joining (a user-initiated connect), the room's last messages,
+  //    shown above a divider, the live ones below it;
+  //  - after a reconnect with ?since= that the server could not recover
+  //    (recovered:false), what it still keeps, after a "missed" line;
+  //  - after a reconnect without since (nothing of the room seen yet), what
+  //    it keeps, quietly after the welcome.
+  // With recovered:true the missed events simply follow as live ones.
+  function welcomed(ev, welcomeLine) {
+    let limit = JOIN_HISTORY;
+    if (connJoin) {
+      openGap(addEntry("divider", { text: "new messages" }), true);
+    } else if (connSince && ev.recovered === true) {
+      // The server replays what was missed: nothing to reload.
+    } else if (connSince && ev.recovered === false) {
+      openGap(addEntry("missed", { text: "some messages were missed" }), false);
+      limit = 0;
+    } else {
+      openGap(welcomeLine, false);
+      limit = 0;
+    }
+    // Gaps an earlier socket asked about but never had answered are asked
+    // again, in full unless all are of joining.
+    if (gaps.some((g) => !g.join)) limit = 0;
+    if (gaps.length) send(limit ? { type: "history", limit: limit } : { type: "history" });
+  }
+
+  // openGap starts waiting for the room's events after lastSeq, to be shown
+  // at anchor. Gaps still waiting that are not bounded yet end at lastSeq,
+  // so no event belongs to two gaps.
+  function openGap(anchor, before) {
+    for (const g of gaps) if (g.ceil === null) g.ceil = lastSeq + 1;
+    gaps.push({ anchor: anchor, before: before, cursor: anchor, floor: lastSeq, ceil: null, join: before, shown: 0 });
+  }
+
+  // live shows a message or publish as it comes, once: one whose seq is not
+  // above lastSeq has been shown already (a recovery overlapping what the
+  // page saw). The first one bounds the gaps that wait for history.
+  function live(ev) {
+    if (typeof ev.seq === "number") {
+      if (ev.seq <= lastSeq) return;
+      lastSeq = ev.seq;
+      for (const g of gaps) if (g.ceil === null) g.ceil = ev.seq;
+    }
+    const r = roomEntry(ev);
+    if (r) addEntry(r.kind, r.e);
+  }
+
+  // fillGaps shows the events of a history answer that fall in a gap, each
+  // at its gap's place, and skips the rest (shown already, or older than the
+  // page needs). A history nobody asked for fills in after the log's end.
+  function fillGaps(messages) {
+    const pending = gaps.length ? gaps : [{ anchor: el.log.lastElementChild, before: false, cursor: el.log.lastElementChild, floor: lastSeq, ceil: null, shown: 0 }];
+    gaps = [];
+    const stick = atBottom();
+    for (const m of messages) {
+      if (typeof m.seq !== "number") continue;
+      const g = pending.find((g) => m.seq > g.floor && (g.ceil === null || m.seq < g.ceil));
+      if (!g) continue;
+      const r = roomEntry(m);
+      if (!r) continue;
+      const div = makeEntry(r.kind + " history", r.e);
+      if (g.before && g.anchor && g.anchor.isConnected) {
+        g.anchor.before(div);
+      } else if (g.cursor && g.cursor.isConnected) {
+        g.cursor.after(div);
+        g.cursor = div;
+      } else {
+        el.log.appendChild(div);
+      }
+      g.shown++;
+      lastSeq = Math.max(lastSeq, m.seq);
+    }
+    // A divider with nothing above it divides nothing.
+    for (const g of pending) if (g.join && g.shown === 0 && g.anchor) g.anchor.remove();
+    trimLog(stick);
+  }
+
+  // roomEntry is the log entry of a room message or publish.
+  function roomEntry(ev) {
+    if (ev.type === "message") {
+      return {
+        kind: ev.from === me ? "msg own" : "msg",
+        e: { from: ev.from, who: ev.from, text: ev.text, seq: ev.seq, ts: ev.ts },
+      };
+    }
+    if (ev.type === "publish") {
+      return {
+        kind: "publish",
+        e: { who: "server", seq: ev.seq, ts: ev.ts, text: ev.text !== undefined ? ev.text : JSON.stringify(ev.data) },
+      };
+    }
+    return null;
   }
 
   // ---- rendering -----------------------------------------------------------
@@ -286,10 +410,30 @@
     return isNaN(d) ? "" : d.toLocaleTimeString([], { hour12: false });
   }
 
-  // addEntry appends one log line. kind is one or more classes: msg, own,
-  // joined, left, direct, publish, error, system, binary.
+  // addEntry appends one log line and returns it. kind is one or more
+  // classes: msg, own, joined, left, direct, publish, error, system, binary,
+  // divider (history above, live below), missed (recovery failed), history
+  // (a message reloaded from the room's history).
   function addEntry(kind, e) {
-    const stick = el.log.scrollTop + el.log.clientHeight >= el.log.scrollHeight - 30;
+    const stick = atBottom();
+    const div = makeEntry(kind, e);
+    el.log.appendChild(div);
+    trimLog(stick);
+    return div;
+  }
+
+  function atBottom() {
+    return el.log.scrollTop + el.log.clientHeight >= el.log.scrollHeight - 30;
+  }
+
+  // trimLog keeps the log to MAX_LOG_ENTRIES and, when it was scrolled to
+  // the bottom (stick), keeps it there.
+  function trimLog(stick) {
+    while (el.log.childElementCount > MAX_LOG_ENTRIES) el.log.firstElementChild.remove();
+    if (stick) el.log.scrollTop = el.log.scrollHeight;
+  }
+
+  function makeEntry(kind, e) {
     const div = document.createElement("div");
     div.className = "entry " + kind;
     div.dataset.kind = kind.split(" ")[0];
@@ -310,9 +454,7 @@
     text.className = "text";
     text.textContent = e.text;
     div.appendChild(text);
-    el.log.appendChild(div);
-    while (el.log.childElementCount > MAX_LOG_ENTRIES) el.log.firstElementChild.remove();
-    if (stick) el.log.scrollTop = el.log.scrollHeight;
+    return div;
   }
 
   function setOnline(uids) {
@@ -367,7 +509,7 @@
       ws = null;
       old.close(1000, "reconnecting");
     }
-    open();
+    open(false);
   });
   el.disconnect.addEventListener("click", disconnect);
   el.composer.addEventListener("submit", (ev) => {
