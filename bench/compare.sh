@@ -4,7 +4,7 @@
 # same scenarios back to back. Writes BENCHMARKS.md, bench/chart.png and
 # bench/results.jsonl (the load tool's raw JSON lines). Takes about 6 minutes.
 #
-# Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS
+# Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS SB_FLAGS
 # BIG_IDLE_CONNS (0 skips the one-process ceiling run) OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,7 +85,8 @@ run_target() {
   stop_server
 }
 
-sb_flags=(-rate 0 -max-conns 100000)
+# SB_FLAGS adds server flags to both switchboard runs, e.g. SB_FLAGS="-history-size 0".
+sb_flags=(-rate 0 -max-conns 100000 ${SB_FLAGS:-})
 run_target switchboard-text 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
 run_target switchboard-json 5102 "$work/switchboard" -addr 127.0.0.1:5102 "${sb_flags[@]}"
 run_target gorilla 5103 "$work/gorilla-chat" -addr 127.0.0.1:5103

@@ -1,8 +1,9 @@
 // Command loadtest is a load generator for WebSocket chat servers:
 // switchboard (text and JSON mode) and, for comparison, the
 // gorilla/websocket chat example. It measures idle connection cost
-// (idle), broadcast throughput and latency (fanout), and the highest
-// sustainable rate (ladder), prints one JSON line per run, and turns
+// (idle), broadcast throughput and latency (fanout), the highest
+// sustainable rate (ladder), and a reconnect storm with history recovery
+// (storm), prints one JSON line per run, and turns
 // collected JSON lines into a markdown report with a chart (report).
 //
 // Targets must be on the loopback network: this tool is for benchmarking
@@ -51,6 +52,7 @@ type Record struct {
 	Idle            *IdleResult   `json:"idle,omitempty"`
 	Fanout          *FanoutResult `json:"fanout,omitempty"`
 	Ladder          *LadderResult `json:"ladder,omitempty"`
+	Storm           *StormResult  `json:"storm,omitempty"`
 }
 
 // options is the parsed and validated command line.
@@ -68,6 +70,7 @@ type options struct {
 	md           string
 	idle         idleConfig
 	fanout       fanoutConfig
+	storm        stormConfig
 	rates        []int
 	stepDuration time.Duration
 	tokenSecret  string        // token mode when set
@@ -122,6 +125,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if rec.Storm != nil && !rec.Storm.OK {
+		// The line is printed, for the record, but the run failed.
+		fmt.Fprintln(stderr, "loadtest: storm:", rec.Storm.failures())
+		return 1
+	}
 	return 0
 }
 
@@ -175,6 +183,8 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 		rec.Fanout, err = runFanout(ctx, env, o.fanout)
 	case "ladder":
 		rec.Ladder, err = runLadder(ctx, env, o.fanout, o.rates, o.stepDuration)
+	case "storm":
+		rec.Storm, err = runStorm(ctx, env, o.storm)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s against %s: %w", o.scenario, rec.URL, err)
@@ -195,28 +205,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // we print our own one-line errors
 	var targetName, rates, senderURLs string
-	fs.StringVar(&targetName, "target", "switchboard-text", "server adapter: "+strings.Join(targetNames(), "|"))
+	fs.StringVar(&targetName, "target", "switchboard-text", "server adapter: "+strings.Join(targetNames(), "|")+" (storm: switchboard-json, the only one it runs)")
 	fs.StringVar(&o.rawURLs, "url", "ws://127.0.0.1:5000/ws", "WebSocket endpoint(s), comma-separated (loopback only); connection i (receiver or idle) dials the (i mod n)-th; switchboard targets append /{room}")
 	fs.StringVar(&senderURLs, "sender-url", "", "fanout/ladder: the senders' endpoint(s), comma-separated; sender i dials the (i mod n)-th (default: the -url list)")
 	fs.StringVar(&o.room, "room", "bench", "switchboard room")
-	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder")
+	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder|storm")
 	fs.IntVar(&o.pid, "pid", 0, "server pid, for its CPU seconds and RSS (optional)")
 	fs.IntVar(&o.sources, "sources", 1, "spread connections over source addresses 127.0.0.1..127.0.0.N")
-	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "handshakes in flight at most")
+	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "handshakes in flight at most (storm's reconnect: see -reconnect-concurrency)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&o.md, "md", "", "append a markdown section for this run to this file")
-	fs.IntVar(&o.idle.Conns, "conns", 1000, "idle: connections to open")
+	fs.IntVar(&o.idle.Conns, "conns", 1000, fmt.Sprintf("idle: connections to open; storm: storm clients, cut and reconnected (storm default %d)", stormDefaultClients))
 	fs.DurationVar(&o.idle.Hold, "hold", 5*time.Second, "idle: how long to hold them")
 	fs.IntVar(&o.idle.Procs, "procs", 1, "idle: child processes to spread connections over (~20,000 fds each)")
 	fs.StringVar(&o.idle.UIDs, "idle-uids", "shared", "idle: shared (one uid, many sessions) or unique uids")
 	fs.StringVar(&o.idle.PublishURL, "publish-url", "", "idle: switchboard publish endpoint (http://127.0.0.1:PORT/api/rooms/ROOM/messages); once all connections are open, publish once and time its reach")
 	fs.DurationVar(&o.idle.PublishWait, "publish-wait", 60*time.Second, "idle: longest wait for the publish to reach every connection")
-	fs.IntVar(&o.fanout.Receivers, "receivers", 500, "fanout/ladder: receive-only connections")
+	fs.IntVar(&o.fanout.Receivers, "receivers", 500, fmt.Sprintf("fanout/ladder: receive-only connections; storm: stayers, whose live latency is measured (storm default %d)", stormDefaultStayers))
 	fs.IntVar(&o.fanout.Senders, "senders", 5, "fanout/ladder: sending connections (they receive too)")
-	fs.IntVar(&o.fanout.Rate, "rate", 100, "fanout: messages per second per sender")
+	fs.IntVar(&o.fanout.Rate, "rate", 100, fmt.Sprintf("fanout: messages per second per sender; storm: the one sender's (storm default %d)", stormDefaultRate))
 	fs.DurationVar(&o.fanout.Duration, "duration", 10*time.Second, "fanout: sending time")
-	fs.DurationVar(&o.fanout.Drain, "drain", 2*time.Second, "fanout/ladder: wait for late deliveries after sending")
-	fs.IntVar(&o.fanout.Payload, "payload", 128, "fanout/ladder: payload bytes per message")
+	fs.DurationVar(&o.fanout.Drain, "drain", 2*time.Second, "fanout/ladder/storm: wait for late deliveries after sending")
+	fs.IntVar(&o.fanout.Payload, "payload", 128, "fanout/ladder/storm: payload bytes per message")
+	fs.IntVar(&o.storm.Missed, "missed", 50, "storm: messages sent while the storm clients are cut off (keep it below the server's -history-size)")
+	fs.DurationVar(&o.storm.Baseline, "baseline", 2*time.Second, "storm: the quiet window before the cut, the stayers' latency baseline")
+	fs.DurationVar(&o.storm.Timeout, "recover-timeout", time.Minute, "storm: longest wait, from the reconnect's start, for every storm client to recover")
+	fs.IntVar(&o.storm.ReconnectConc, "reconnect-concurrency", 0, "storm: the reconnect's handshakes in flight at most (0: all at once)")
 	fs.StringVar(&rates, "rates", "100,200,400,800", "ladder: rising per-sender rates, comma-separated")
 	fs.DurationVar(&o.stepDuration, "step-duration", 5*time.Second, "ladder: sending time per step")
 	fs.StringVar(&o.tokenSecret, "token-secret", "", "token mode: switchboard targets prove each uid with an HS256 JWT (sub = uid) signed with this secret, "+
@@ -234,6 +248,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (flags only, or the report subcommand)", fs.Arg(0))
 	}
+	applyScenarioDefaults(fs, o, &targetName)
 	var ok bool
 	if o.target, ok = targets[targetName]; !ok {
 		return nil, fmt.Errorf("invalid value %q for flag -target: want one of %s", targetName, strings.Join(targetNames(), ", "))
@@ -261,7 +276,32 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.target = tt.withTokens(newBearerTokens(o.tokenSecret, o.tokenTTL))
 		o.idle.WorkerArgs = append(o.idle.WorkerArgs, "-token-secret", o.tokenSecret, "-token-ttl", o.tokenTTL.String())
 	}
+	o.storm.Clients, o.storm.Stayers, o.storm.Rate = o.idle.Conns, o.fanout.Receivers, o.fanout.Rate
+	o.storm.Drain, o.storm.Payload = o.fanout.Drain, o.fanout.Payload
 	return o, validate(o)
+}
+
+// applyScenarioDefaults gives the flags shared between scenarios that the
+// command line left unset their storm defaults: its clients are -conns,
+// its stayers -receivers, its sender's rate -rate, and it speaks JSON.
+func applyScenarioDefaults(fs *flag.FlagSet, o *options, targetName *string) {
+	if o.scenario != "storm" {
+		return
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["target"] {
+		*targetName = "switchboard-json"
+	}
+	if !set["conns"] {
+		o.idle.Conns = stormDefaultClients
+	}
+	if !set["receivers"] {
+		o.fanout.Receivers = stormDefaultStayers
+	}
+	if !set["rate"] {
+		o.fanout.Rate = stormDefaultRate
+	}
 }
 
 // printUsage lists the public flags.
@@ -302,7 +342,7 @@ func validate(o *options) error {
 		bad  bool
 		want string
 	}{
-		{"scenario", o.scenario != "idle" && o.scenario != "fanout" && o.scenario != "ladder", "idle, fanout or ladder"},
+		{"scenario", o.scenario != "idle" && o.scenario != "fanout" && o.scenario != "ladder" && o.scenario != "storm", "idle, fanout, ladder or storm"},
 		{"room", !roomPattern.MatchString(o.room), "1-64 letters, digits, '.', '_' or '-'"},
 		{"sources", o.sources < 1 || o.sources > 254, "1..254"},
 		{"dial-concurrency", o.dialConc < 1, "at least 1"},
@@ -321,6 +361,22 @@ func validate(o *options) error {
 		{"step-duration", o.stepDuration <= 0, "positive"},
 		{"worker-offset", o.workerOffset < 0, "not negative"},
 		{"token-ttl", o.tokenTTL < 0, "not negative (0: no exp claim)"},
+		{"missed", o.storm.Missed < 0, "not negative"},
+		{"baseline", o.storm.Baseline <= 0, "positive"},
+		{"recover-timeout", o.storm.Timeout <= 0, "positive"},
+		{"reconnect-concurrency", o.storm.ReconnectConc < 0, "not negative (0: all at once)"},
+	}
+	if o.scenario == "storm" {
+		checks = append(checks, []struct {
+			name string
+			bad  bool
+			want string
+		}{
+			{"target", o.target.Name() != "switchboard-json", "switchboard-json with -scenario storm (recovery is JSON mode only)"},
+			{"procs", o.idle.Procs != 1, "1 with -scenario storm (it runs in one process, which holds 5,000+ clients)"},
+			{"url", len(o.baseURLs) != 1, "one endpoint with -scenario storm (it checks a single node's contiguous seqs)"},
+			{"sender-url", len(o.senderURLs) != 1 || o.senderURLs[0] != o.baseURLs[0], "the -url endpoint with -scenario storm (one node)"},
+		}...)
 	}
 	for _, c := range checks {
 		if c.bad {
@@ -374,7 +430,9 @@ func flagValue(o *options, name string) string {
 		"idle-uids": o.idle.UIDs, "publish-wait": o.idle.PublishWait, "receivers": o.fanout.Receivers, "senders": o.fanout.Senders,
 		"rate": o.fanout.Rate, "duration": o.fanout.Duration, "drain": o.fanout.Drain,
 		"payload": o.fanout.Payload, "step-duration": o.stepDuration, "worker-offset": o.workerOffset,
-		"token-ttl": o.tokenTTL,
+		"token-ttl": o.tokenTTL, "missed": o.storm.Missed, "baseline": o.storm.Baseline,
+		"recover-timeout": o.storm.Timeout, "reconnect-concurrency": o.storm.ReconnectConc, "target": o.target.Name(), "url": o.rawURLs,
+		"sender-url": strings.Join(o.senderURLs, ","),
 	}
 	return fmt.Sprintf("%q", fmt.Sprint(values[name]))
 }

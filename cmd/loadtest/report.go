@@ -420,6 +420,16 @@ func runMarkdown(rec *Record) string {
 		t.write(&b)
 		fmt.Fprintf(&b, "Max sustainable rate: %d msgs/s per sender (%s deliveries/s).\n\n",
 			rec.Ladder.MaxSustainableRate, ff(rec.Ladder.MaxSustainableDeliveredPerSec, 0))
+	case rec.Storm != nil:
+		r := rec.Storm
+		t := &table{header: []string{"storm clients", "stayers", "rate", "missed", "recovered true", "recovered false",
+			"incomplete", "all recovered ms", "quiet p50 / p99 ms", "storm p50 / p99 / max ms", "server CPU s"}}
+		t.add(itoa(r.StormClients), itoa(r.Stayers), itoa(r.Rate), itoa(r.Missed), itoa(r.RecoveredTrue), itoa(r.RecoveredFalse),
+			itoa(r.Incomplete), optF(r.TimeToAllRecoveredMs, 1),
+			ff(r.QuietLatency.P50Ms, 2)+" / "+ff(r.QuietLatency.P99Ms, 2),
+			ff(r.StormLatency.P50Ms, 2)+" / "+ff(r.StormLatency.P99Ms, 2)+" / "+ff(r.StormLatency.MaxMs, 2),
+			optF(r.ServerCPUSeconds, 2))
+		t.write(&b)
 	}
 	return b.String()
 }
