@@ -236,6 +236,9 @@ func (a *api) roomHistory(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "since must be a non-negative integer")
 		return
 	}
+	if recover.asked {
+		a.hub.broker.reach(r.Context(), recover.since) // as a recovering session does
+	}
 	reply := make(chan RoomHistoryAnswer, 1)
 	answer, err := ask(r.Context(), a.hub, RoomHistory{Room: roomName, Limit: limit, Recover: recover, Reply: reply}, reply)
 	if err != nil {

@@ -38,6 +38,9 @@ type history struct {
 	// events it could have missed or dropped.
 	coverFloor uint64
 	forgotten  uint64
+	// brokerSeq is the highest seq a broker gave, so a reset's floor is
+	// never below what the hub has already numbered.
+	brokerSeq uint64
 }
 
 // roomLog is one room's numbered events.
@@ -99,6 +102,7 @@ func (h *history) number(room string, brokerSeq uint64, now time.Time) (*roomLog
 	if seq == 0 {
 		seq = log.lastSeq + 1
 	}
+	h.brokerSeq = max(h.brokerSeq, brokerSeq)
 	log.lastSeq = max(log.lastSeq, seq)
 	return log, seq
 }
@@ -109,8 +113,11 @@ func (h *history) number(room string, brokerSeq uint64, now time.Time) (*roomLog
 func (h *history) keep(entry *historyEntry, textBytes int) {
 	log := entry.log
 	if h.size == 0 {
-		log.floor = entry.seq // nothing kept: the log starts after it
+		log.floor = max(log.floor, entry.seq) // nothing kept: the log starts after it
 		return
+	}
+	if n := len(log.entries); n > 0 && log.entries[n-1].seq >= entry.seq {
+		return // a number the broker gave before (a stream that went back): not kept out of order
 	}
 	// Both modes are encoded now, once, whoever is in the room: the
 	// count is then exact (a text of many lines, or JSON escapes, can
@@ -216,7 +223,7 @@ func (h *history) reset(floor uint64) {
 	clear(h.order)
 	h.order, h.emptied = h.order[:0], h.emptied[:0]
 	h.gone, h.kept, h.bytes = 0, 0, 0
-	h.coverFloor = max(h.coverFloor, floor)
+	h.coverFloor = max(h.coverFloor, floor, h.brokerSeq)
 }
 
 // forgetEmptied forgets the logs that ran out of events in rooms for which
@@ -236,6 +243,11 @@ func (h *history) forgetEmptied(inUse func(room string) bool) {
 func (h *history) since(room string, seq uint64) ([]*historyEntry, bool) {
 	log := h.logs[room]
 	if log == nil || seq < log.floor || seq > log.lastSeq {
+		return nil, false
+	}
+	if log.floor < h.coverFloor && seq <= h.coverFloor {
+		// A log begun on numbers a stream reused after a reset: a since
+		// from before the reset may name either life.
 		return nil, false
 	}
 	return h.after(room, seq), true

@@ -147,4 +147,21 @@ func TestClusterHistoryAfterStreamRemade(t *testing.T) {
 		}
 		c.close()
 	}
+	// The new stream's history works as ever, on every node.
+	s2, _ := nodes[1].connectJSON("s2", "room")
+	fresh := sendAll(t, s2, "new", 3)
+	if fresh[0] <= seqs[2] {
+		t.Fatalf("seq %d on the new stream is not above %d", fresh[0], seqs[2])
+	}
+	for i, node := range nodes {
+		eventually(t, fmt.Sprintf("node %d to recover on the new stream", i+1), func() bool {
+			c, welcome := node.recoverFrom("again", "room", fresh[0])
+			defer c.close()
+			if welcome["recovered"] != true {
+				return false
+			}
+			got := c.readEvents(2, "message")
+			return got[0]["text"] == "new1" && got[1]["text"] == "new2"
+		})
+	}
 }

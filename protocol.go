@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -170,6 +171,9 @@ func parseLimit(s string, optional bool) (int, bool) {
 		return 0, optional
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return maxHistorySize, true // digits, just many of them
+	}
 	if err != nil || n == 0 {
 		return 0, false
 	}

@@ -538,7 +538,10 @@ func (c HistoryQuery) apply(h *WebSocketServer) {
 	}
 	h.send(s, &historyHeader{room: s.room, count: len(entries)})
 	for _, e := range entries {
-		h.sendFrame(s, h.history.frame(e, modeText))
+		// Shared with the history, like a recovery's replay.
+		if s.queue.pushShared(h.history.frame(e, modeText)) {
+			h.metrics.delivered.Inc()
+		}
 	}
 }
 
