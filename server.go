@@ -226,6 +226,7 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	}
 	r.add(s)
 	r.uids[s.uid]++
+	s.uidIndex = len(h.byUID[s.uid])
 	h.byUID[s.uid] = append(h.byUID[s.uid], s)
 	h.sessionCount++
 	h.updateGauges()
@@ -266,11 +267,7 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 	if !r.remove(s) {
 		return
 	}
-	if others := slices.DeleteFunc(h.byUID[s.uid], func(o *UserSession) bool { return o == s }); len(others) > 0 {
-		h.byUID[s.uid] = others
-	} else {
-		delete(h.byUID, s.uid)
-	}
+	h.removeFromUID(s)
 	h.sessionCount--
 	r.uids[s.uid]--
 	if r.uids[s.uid] == 0 {
@@ -287,6 +284,22 @@ func (c UserDisconnect) apply(h *WebSocketServer) {
 		h.history.forget(r.name) // only if it kept nothing
 	}
 	h.updateGauges()
+}
+
+// removeFromUID takes s out of its uid's sessions by moving the last one
+// into its place: constant time, also for a uid with thousands of
+// sessions (a load test's shared uid, a storm of reconnects).
+func (h *WebSocketServer) removeFromUID(s *UserSession) {
+	sessions := h.byUID[s.uid]
+	last := len(sessions) - 1
+	sessions[s.uidIndex] = sessions[last]
+	sessions[s.uidIndex].uidIndex = s.uidIndex
+	sessions[last] = nil
+	if last == 0 {
+		delete(h.byUID, s.uid)
+		return
+	}
+	h.byUID[s.uid] = sessions[:last]
 }
 
 // UserMessage is a room message from a session; it takes the room's next seq.

@@ -54,6 +54,7 @@ type UserSession struct {
 	expiry *sessionExpiry
 
 	memberIndex int // position in its room's members; the hub's alone to touch
+	uidIndex    int // position in its uid's sessions; the hub's alone to touch
 }
 
 // sessionExpiry is when a session's token expires and the timer that fires
