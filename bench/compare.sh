@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of switchboard (text and JSON mode) against the
-# gorilla/websocket chat example, on loopback, with the same load tool and the
-# same scenarios back to back. Writes BENCHMARKS.md, bench/chart.png and
-# bench/results.jsonl (the load tool's raw JSON lines). Takes about 6 minutes.
+# gorilla/websocket chat example and Centrifugo v6.9.1, on loopback, with the
+# same load tool and the same scenarios back to back. Writes BENCHMARKS.md,
+# bench/chart.png and bench/results.jsonl (the load tool's raw JSON lines).
+# Takes about 12 minutes (building Centrifugo alone takes about 3).
 #
 # Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS SB_FLAGS
 # BIG_IDLE_CONNS (0 skips the one-process ceiling run) OUT.
@@ -28,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building switchboard, the load tool and the gorilla chat example (v1.5.3)" >&2
+echo "building switchboard, the load tool, the gorilla chat example (v1.5.3) and Centrifugo (v6.9.1)" >&2
 go build -o "$work/switchboard" .
 go build -o "$work/loadtest" ./cmd/loadtest
 # The gorilla chat example comes from the Go module proxy into a throwaway
@@ -40,6 +41,33 @@ mkdir -p "$work/gorilla"
   go get github.com/gorilla/websocket@v1.5.3 >/dev/null 2>&1
   go build -o "$work/gorilla-chat" github.com/gorilla/websocket/examples/chat
 )
+# Centrifugo the same way: its release module, built here, not committed.
+mkdir -p "$work/centrifugo-build"
+(
+  cd "$work/centrifugo-build"
+  go mod init centrifugobuild >/dev/null 2>&1
+  go get github.com/centrifugal/centrifugo/v6@v6.9.1 >/dev/null 2>&1
+  go build -o "$work/centrifugo" github.com/centrifugal/centrifugo/v6
+)
+# Centrifugo's config: everything default except what the load tool needs.
+# client.insecure lets clients connect, subscribe and publish without a
+# token (as anonymous users); the channel options allow client publishing
+# explicitly as well (allow_publish_for_subscriber, and
+# allow_publish_for_anonymous since insecure clients have no user ID).
+# client.queue_max_size is each connection's outbound queue cap in bytes,
+# before a slow client is disconnected: 1 MiB, switchboard's default
+# -max-queue-bytes (Centrifugo's default is also 1 MiB; set here so the two
+# stay matched). ping_interval (25s) and pong_timeout (8s) stay default: the
+# load tool answers the server's {} pings.
+cat >"$work/centrifugo.json" <<'EOF'
+{
+  "http_server": {"address": "127.0.0.1", "port": 5105},
+  "client": {"insecure": true, "queue_max_size": 1048576},
+  "channel": {
+    "without_namespace": {"allow_publish_for_subscriber": true, "allow_publish_for_anonymous": true}
+  }
+}
+EOF
 
 # start_server NAME PORT CMD... : starts a server, waits until it listens,
 # and sets server_pid.
@@ -72,6 +100,7 @@ run_target() {
   local target=$1 port=$2
   shift 2
   local url="ws://127.0.0.1:$port/ws"
+  if [ "$target" = centrifugo ]; then url="ws://127.0.0.1:$port/connection/websocket"; fi
   echo "== $target: ladder" >&2
   start_server "$target" "$port" "$@"
   "$work/loadtest" -target "$target" -url "$url" -pid "$server_pid" -scenario ladder \
@@ -90,6 +119,7 @@ sb_flags=(-rate 0 -max-conns 100000 ${SB_FLAGS:-})
 run_target switchboard-text 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
 run_target switchboard-json 5102 "$work/switchboard" -addr 127.0.0.1:5102 "${sb_flags[@]}"
 run_target gorilla 5103 "$work/gorilla-chat" -addr 127.0.0.1:5103
+run_target centrifugo 5105 "$work/centrifugo" --config "$work/centrifugo.json"
 
 if [ "$BIG_IDLE_CONNS" -gt 0 ]; then
   echo "== switchboard-text: idle $BIG_IDLE_CONNS in one server process" >&2
@@ -105,9 +135,9 @@ fi
 cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || true
 
 {
-  echo "# Benchmarks: switchboard against the gorilla/websocket chat example"
+  echo "# Benchmarks: switchboard against the gorilla/websocket chat example and Centrifugo"
   echo
-  echo "Written by \`bench/compare.sh\` on $(date -u +%Y-%m-%d). Both servers ran on this"
+  echo "Written by \`bench/compare.sh\` on $(date -u +%Y-%m-%d). All servers ran on this"
   echo "machine with the load generator beside them on loopback, back to back in"
   echo "one run. Absolute numbers drift on a shared machine; the ratios are the"
   echo "figures to quote."

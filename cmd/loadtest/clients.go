@@ -70,7 +70,54 @@ func (e *runEnv) dial(ctx context.Context, index int, spec dialSpec) (*websocket
 	// Batched server messages can be large; our own limit must never be
 	// the reason a connection drops.
 	conn.SetReadLimit(-1)
+	if st, ok := e.target.(sessionTarget); ok {
+		if err := st.join(dctx, conn); err != nil {
+			conn.CloseNow()
+			return nil, fmt.Errorf("join %s as %q: %w", spec.url, spec.uid, err)
+		}
+	}
 	return conn, nil
+}
+
+// readerFor is the handler of connection conn: handle itself, or, for a
+// target that answers server messages, handle behind answering.
+func (e *runEnv) readerFor(conn *websocket.Conn, handle messageHandler) messageHandler {
+	if st, ok := e.target.(sessionTarget); ok {
+		return answering(conn, st, handle)
+	}
+	return handle
+}
+
+// answering reads every text message whole, writes back what st answers
+// to each of its lines (pongs; the connection's writes are safe to make
+// beside a sender's), and hands the message on to handle. One buffer is
+// reused for the connection's life.
+func answering(conn *websocket.Conn, st sessionTarget, handle messageHandler) messageHandler {
+	var buf bytes.Buffer
+	var rd bytes.Reader
+	return func(typ websocket.MessageType, r io.Reader) error {
+		if typ != websocket.MessageText {
+			return handle(typ, r)
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		for msg := buf.Bytes(); len(msg) > 0; {
+			var line []byte
+			line, msg, _ = bytes.Cut(msg, []byte{'\n'})
+			if a := st.answer(line); a != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
+				err := conn.Write(ctx, websocket.MessageText, a)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("%w: %w", errNoAnswer, err)
+				}
+			}
+		}
+		rd.Reset(buf.Bytes())
+		return handle(typ, &rd)
+	}
 }
 
 // dialResult summarises one dialMany call.
@@ -120,7 +167,7 @@ func (e *runEnv) dialMany(ctx context.Context, firstIndex int, specs []dialSpec,
 				if errs[i] != nil {
 					continue
 				}
-				res.clients[i] = startReader(res.conns[i], reader(i))
+				res.clients[i] = startReader(res.conns[i], e.readerFor(res.conns[i], reader(i)))
 				if opened != nil {
 					opened.Add(1)
 				}

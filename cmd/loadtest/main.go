@@ -162,7 +162,11 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 		DialConcurrency: o.dialConc,
 		PID:             o.pid,
 	}
-	if o.target.Name() != "gorilla" {
+	switch o.target.Name() {
+	case "gorilla": // one room, no name
+	case "centrifugo":
+		rec.Room = centrifugoChannel
+	default:
 		rec.Room = o.room
 	}
 	if o.scenario != "idle" {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -38,6 +42,7 @@ var targets = map[string]Target{
 	"switchboard-text": switchboardText{},
 	"switchboard-json": switchboardJSON{},
 	"gorilla":          gorillaChat{},
+	"centrifugo":       centrifugo{},
 }
 
 // targetNames returns the registered adapter names, sorted, for usage text.
@@ -164,6 +169,175 @@ func (gorillaChat) Extract(l []byte) ([]byte, bool) { return l, true }
 func (gorillaChat) DialOptions(string) *websocket.DialOptions {
 	return &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled}
 }
+
+// sessionTarget is a Target whose server wants more than the WebSocket
+// handshake. join runs on every new connection before its reader starts
+// (log in, subscribe) and fails the dial if the server refuses; answer
+// returns what the client must send back for one received line (a pong to
+// an application-level ping), or nil.
+type sessionTarget interface {
+	join(ctx context.Context, conn *websocket.Conn) error
+	answer(line []byte) []byte
+}
+
+// centrifugoChannel is the channel every centrifugo connection joins (the
+// -room value does not apply: Centrifugo has no room in its URL).
+const centrifugoChannel = "bench"
+
+// centrifugoCommandIDs numbers the publish commands of every connection.
+// The server only echoes the id in its reply, so ids need not be unique per
+// connection, only non-zero: a command without one is taken for a pong
+// (centrifuge client.go isPong) and anything else id-less is a bad request.
+// 1 and 2 are the connect and subscribe of join.
+var centrifugoCommandIDs atomic.Uint64
+
+func init() { centrifugoCommandIDs.Store(2) }
+
+// centrifugo speaks Centrifugo's JSON client protocol (v6; the JSON shapes
+// of github.com/centrifugal/protocol's client.proto): the default protocol
+// of /connection/websocket when no "centrifuge-protobuf" subprotocol is
+// asked for. join sends {"id":1,"connect":{}} and then
+// {"id":2,"subscribe":{"channel":"bench"}} and waits for each reply; our
+// text goes out as {"id":N,"publish":{"channel":"bench","data":{"text":...}}}
+// and comes back to every subscriber, the publisher included, as
+// {"push":{"channel":"bench","pub":{"data":{"text":...},...}}}. The server
+// batches several replies and pushes per frame, one per line, and sends an
+// empty object {} as its ping, which must be answered with {} within its
+// pong timeout (8 s by default) or it disconnects.
+type centrifugo struct{}
+
+func (centrifugo) Name() string              { return "centrifugo" }
+func (centrifugo) URL(base, _ string) string { return base }
+
+// MaxPayload leaves room for the publish envelope below Centrifugo's
+// default websocket message_size_limit of 65536 bytes.
+func (centrifugo) MaxPayload() int { return 65000 }
+
+func (centrifugo) DialOptions(string) *websocket.DialOptions {
+	return &websocket.DialOptions{CompressionMode: websocket.CompressionDisabled}
+}
+
+func (centrifugo) Encode(text []byte) []byte {
+	// Our payload needs no JSON escaping (see encodePayload).
+	out := make([]byte, 0, len(text)+96)
+	out = append(out, `{"id":`...)
+	out = strconv.AppendUint(out, centrifugoCommandIDs.Add(1), 10)
+	out = append(out, `,"publish":{"channel":"`+centrifugoChannel+`","data":{"text":"`...)
+	out = append(out, text...)
+	return append(out, `"}}}`...)
+}
+
+var (
+	centrifugoPushPrefix = []byte(`{"push":`)
+	centrifugoDataText   = []byte(`"data":{"text":"`)
+	centrifugoPing       = []byte(`{}`)
+)
+
+// centrifugoPush is the part of a server message Extract looks at.
+type centrifugoPush struct {
+	Push *struct {
+		Channel string `json:"channel"`
+		Pub     *struct {
+			Data json.RawMessage `json:"data"`
+		} `json:"pub"`
+	} `json:"push"`
+}
+
+// Extract has a fast path for the compact form the server writes (the
+// publication data is passed through byte for byte, so our {"text":...}
+// keeps its form); anything else goes through encoding/json.
+func (centrifugo) Extract(line []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(line, centrifugoPushPrefix) {
+		return nil, false // replies, pings, errors
+	}
+	if _, after, ok := bytes.Cut(line, centrifugoDataText); ok {
+		if end := bytes.IndexByte(after, '"'); end >= 0 && bytes.IndexByte(after[:end], '\\') < 0 {
+			return after[:end], true
+		}
+	}
+	var m centrifugoPush
+	if err := json.Unmarshal(line, &m); err != nil || m.Push == nil || m.Push.Pub == nil {
+		return nil, false // join/leave/unsubscribe pushes
+	}
+	var data struct {
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(m.Push.Pub.Data, &data); err != nil {
+		return nil, false
+	}
+	return []byte(data.Text), true
+}
+
+func (centrifugo) answer(line []byte) []byte {
+	if bytes.Equal(bytes.TrimSpace(line), centrifugoPing) {
+		return centrifugoPing
+	}
+	return nil
+}
+
+// centrifugoReply is a command reply: its id and, if refused, the error.
+type centrifugoReply struct {
+	ID    uint64 `json:"id"`
+	Error *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (c centrifugo) join(ctx context.Context, conn *websocket.Conn) error {
+	steps := []struct {
+		id  uint64
+		cmd string
+	}{
+		{1, `{"id":1,"connect":{}}`},
+		{2, `{"id":2,"subscribe":{"channel":"` + centrifugoChannel + `"}}`},
+	}
+	for _, st := range steps {
+		if err := conn.Write(ctx, websocket.MessageText, []byte(st.cmd)); err != nil {
+			return fmt.Errorf("centrifugo: send %s: %w", st.cmd, err)
+		}
+		if err := c.awaitReply(ctx, conn, st.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// awaitReply reads until the reply to command id, answering pings on the
+// way. Anything else before it (a push) is dropped: nothing is published
+// to the channel before every connection has joined.
+func (c centrifugo) awaitReply(ctx context.Context, conn *websocket.Conn, id uint64) error {
+	for {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("centrifugo: awaiting reply %d: %w", id, err)
+		}
+		for len(msg) > 0 {
+			var line []byte
+			line, msg, _ = bytes.Cut(msg, []byte{'\n'})
+			if a := c.answer(line); a != nil {
+				if err := conn.Write(ctx, websocket.MessageText, a); err != nil {
+					return fmt.Errorf("centrifugo: pong: %w", err)
+				}
+				continue
+			}
+			var r centrifugoReply
+			if json.Unmarshal(line, &r) != nil || r.ID != id {
+				continue
+			}
+			if r.Error != nil {
+				return fmt.Errorf("centrifugo: command %d refused: %d %s", id, r.Error.Code, r.Error.Message)
+			}
+			return nil
+		}
+	}
+}
+
+// answerTimeout bounds one reply written by a reader (a pong).
+const answerTimeout = 5 * time.Second
+
+// errNoAnswer marks a reply a reader could not write.
+var errNoAnswer = errors.New("answer to server")
 
 // Stamp is what every load payload carries: who sent it, its per-sender
 // sequence number (from 1; 0 marks warm-up messages) and when it was meant
