@@ -327,6 +327,7 @@ func writeChart(recs []Record, path string) error {
 		// Leave air around the lines, and start load at zero.
 		p.Y.Min, p.Y.Max = p.Y.Min/1.5, p.Y.Max*1.5
 		p.X.Min, p.X.Max = 0, p.X.Max*1.05
+		p.X.Tick.Marker = countTicks{}
 	} else {
 		p.Title.Text += " (no ladder runs)"
 	}
@@ -351,6 +352,31 @@ func (latencyTicks) Ticks(lo, hi float64) []plot.Tick {
 		}
 	}
 	return ticks
+}
+
+// countTicks places ticks where gonum's default does but labels them in
+// thousands or millions (500k, 2.5M), not 2500000.00.
+type countTicks struct{}
+
+func (countTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i, t := range ticks {
+		if t.Label != "" {
+			ticks[i].Label = countLabel(t.Value)
+		}
+	}
+	return ticks
+}
+
+// countLabel writes a count with a k or M suffix.
+func countLabel(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1e6:
+		return strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
+	case a >= 1e3:
+		return strconv.FormatFloat(v/1e3, 'f', -1, 64) + "k"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
 // ladderPoints are (offered deliveries/s, p99 ms) of the steps that ran.

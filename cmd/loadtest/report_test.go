@@ -114,3 +114,25 @@ func TestRunMarkdownAppends(t *testing.T) {
 		t.Fatalf("ladder section missing conclusion:\n%s", text)
 	}
 }
+
+// The load axis is labelled in thousands and millions.
+func TestCountTicks(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 500: "500", 2500: "2.5k", 500000: "500k", 2500000: "2.5M", 3000000: "3M"} {
+		if got := countLabel(v); got != want {
+			t.Errorf("countLabel(%v) = %q, want %q", v, got, want)
+		}
+	}
+	labelled := 0
+	for _, tick := range (countTicks{}).Ticks(0, 3.2e6) {
+		if tick.Label == "" {
+			continue
+		}
+		labelled++
+		if strings.Contains(tick.Label, ".00") || !strings.ContainsAny(tick.Label[len(tick.Label)-1:], "kM0") {
+			t.Errorf("tick %v labelled %q", tick.Value, tick.Label)
+		}
+	}
+	if labelled < 3 {
+		t.Errorf("%d labelled ticks on 0..3.2M", labelled)
+	}
+}
