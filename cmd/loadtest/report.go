@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,8 +21,9 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// baselineTarget is the reference the ratio rows divide by.
-const baselineTarget = "gorilla"
+// baselineTargets are the peers the ratio rows divide by: the tutorial
+// hub a team would write itself, and the server it would pick instead.
+var baselineTargets = []string{"gorilla", "centrifugo"}
 
 // runReportCommand is `loadtest report -in FILE -md OUT.md [-png OUT.png]`.
 func runReportCommand(args []string, stderr io.Writer) int {
@@ -119,12 +121,12 @@ func latestByTarget(recs []Record, scenario string) ([]string, map[string]Record
 }
 
 // buildReport renders the comparison report: one table per scenario, one
-// row per target, plus switchboard/gorilla ratio rows.
+// row per target, plus switchboard/peer ratio rows for each peer that ran.
 func buildReport(recs []Record, chartRef string) string {
 	var b strings.Builder
 	b.WriteString("# Load test report\n\n")
 	fmt.Fprintf(&b, "%d runs. When a target ran a scenario more than once, its last run is shown. "+
-		"Ratio rows divide a switchboard target's value by %s's.\n\n", len(recs), baselineTarget)
+		"Ratio rows divide a switchboard target's value by each peer's (%s).\n\n", len(recs), strings.Join(baselineTargets, ", "))
 	writeIdleSection(&b, recs)
 	writeFanoutSection(&b, recs)
 	writeLadderSection(&b, recs, chartRef)
@@ -148,31 +150,30 @@ func (t *table) write(b *strings.Builder) {
 	b.WriteString("\n")
 }
 
-// ratioRows adds, for each switchboard target, a row whose cells are the
-// ratio target/baseline for the columns value knows (ok false = blank).
+// ratioRows adds, for each peer that ran and each switchboard target, a
+// row whose cells are the ratio target/peer for the columns value knows
+// (ok false = blank).
 func ratioRows(t *table, names []string, value func(name string, col int) (float64, bool)) {
-	hasBase := false
-	for _, n := range names {
-		hasBase = hasBase || n == baselineTarget
-	}
-	if !hasBase {
-		return
-	}
-	for _, n := range names {
-		if !strings.HasPrefix(n, "switchboard") {
+	for _, base := range baselineTargets {
+		if !slices.Contains(names, base) {
 			continue
 		}
-		cells := []string{fmt.Sprintf("**%s / %s**", n, baselineTarget)}
-		for col := 1; col < len(t.header); col++ {
-			cells = append(cells, ratioCell(value, n, col))
+		for _, n := range names {
+			if !strings.HasPrefix(n, "switchboard") {
+				continue
+			}
+			cells := []string{fmt.Sprintf("**%s / %s**", n, base)}
+			for col := 1; col < len(t.header); col++ {
+				cells = append(cells, ratioCell(value, n, base, col))
+			}
+			t.add(cells...)
 		}
-		t.add(cells...)
 	}
 }
 
-func ratioCell(value func(string, int) (float64, bool), name string, col int) string {
+func ratioCell(value func(string, int) (float64, bool), name, baseName string, col int) string {
 	v, ok1 := value(name, col)
-	base, ok2 := value(baselineTarget, col)
+	base, ok2 := value(baseName, col)
 	if !ok1 || !ok2 || base == 0 {
 		return ""
 	}

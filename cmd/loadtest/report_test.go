@@ -136,3 +136,19 @@ func TestCountTicks(t *testing.T) {
 		t.Errorf("%d labelled ticks on 0..3.2M", labelled)
 	}
 }
+
+// Each peer that ran gets its own ratio rows.
+func TestReportRatiosAgainstEachPeer(t *testing.T) {
+	idle := func(target string, rate float64) Record {
+		return Record{Target: target, Scenario: "idle", Idle: &IdleResult{Conns: 10, Opened: 10, HandshakesPerSec: rate}}
+	}
+	md := buildReport([]Record{idle("gorilla", 100), idle("centrifugo", 50), idle("switchboard-text", 200)}, "")
+	for _, want := range []string{"| **switchboard-text / gorilla** |  |  | 2.00× |", "| **switchboard-text / centrifugo** |  |  | 4.00× |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if md := buildReport([]Record{idle("switchboard-text", 200)}, ""); strings.Contains(md, " / ") {
+		t.Errorf("ratio rows without a peer:\n%s", md)
+	}
+}
