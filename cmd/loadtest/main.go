@@ -3,7 +3,8 @@
 // gorilla/websocket chat example. It measures idle connection cost
 // (idle), broadcast throughput and latency (fanout), the highest
 // sustainable rate (ladder), and a reconnect storm with history recovery
-// (storm), prints one JSON line per run, and turns
+// (storm), the time one message takes to reach every connection of a room
+// (reach), prints one JSON line per run, and turns
 // collected JSON lines into a markdown report with a chart (report).
 //
 // Targets must be on the loopback network: this tool is for benchmarking
@@ -53,6 +54,7 @@ type Record struct {
 	Fanout          *FanoutResult `json:"fanout,omitempty"`
 	Ladder          *LadderResult `json:"ladder,omitempty"`
 	Storm           *StormResult  `json:"storm,omitempty"`
+	Reach           *ReachResult  `json:"reach,omitempty"`
 }
 
 // options is the parsed and validated command line.
@@ -71,6 +73,7 @@ type options struct {
 	idle         idleConfig
 	fanout       fanoutConfig
 	storm        stormConfig
+	reach        reachConfig
 	rates        []int
 	stepDuration time.Duration
 	tokenSecret  string        // token mode when set
@@ -130,6 +133,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "loadtest: storm:", rec.Storm.failures())
 		return 1
 	}
+	if rec.Reach != nil && !rec.Reach.OK() {
+		fmt.Fprintln(stderr, "loadtest: reach:", rec.Reach.failure())
+		return 1
+	}
 	return 0
 }
 
@@ -169,7 +176,7 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 	default:
 		rec.Room = o.room
 	}
-	if o.scenario != "idle" {
+	if o.scenario != "idle" && (o.scenario != "reach" || o.reach.PublishURL == "") {
 		rec.SenderURLs = env.senderURLs
 	}
 	if o.tokenSecret != "" {
@@ -189,6 +196,8 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 		rec.Ladder, err = runLadder(ctx, env, o.fanout, o.rates, o.stepDuration)
 	case "storm":
 		rec.Storm, err = runStorm(ctx, env, o.storm)
+	case "reach":
+		rec.Reach, err = runReach(ctx, env, o.reach)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s against %s: %w", o.scenario, rec.URL, err)
@@ -213,18 +222,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.rawURLs, "url", "ws://127.0.0.1:5000/ws", "WebSocket endpoint(s), comma-separated (loopback only); connection i (receiver or idle) dials the (i mod n)-th; switchboard targets append /{room}")
 	fs.StringVar(&senderURLs, "sender-url", "", "fanout/ladder: the senders' endpoint(s), comma-separated; sender i dials the (i mod n)-th (default: the -url list)")
 	fs.StringVar(&o.room, "room", "bench", "switchboard room")
-	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder|storm")
+	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder|storm|reach")
 	fs.IntVar(&o.pid, "pid", 0, "server pid, for its CPU seconds and RSS (optional)")
 	fs.IntVar(&o.sources, "sources", 1, "spread connections over source addresses 127.0.0.1..127.0.0.N")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "handshakes in flight at most (storm's reconnect: see -reconnect-concurrency)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&o.md, "md", "", "append a markdown section for this run to this file")
-	fs.IntVar(&o.idle.Conns, "conns", 1000, fmt.Sprintf("idle: connections to open; storm: storm clients, cut and reconnected (storm default %d)", stormDefaultClients))
+	fs.IntVar(&o.idle.Conns, "conns", 1000, fmt.Sprintf("idle/reach: connections to open; storm: storm clients, cut and reconnected (storm default %d)", stormDefaultClients))
 	fs.DurationVar(&o.idle.Hold, "hold", 5*time.Second, "idle: how long to hold them")
 	fs.IntVar(&o.idle.Procs, "procs", 1, "idle: child processes to spread connections over (~20,000 fds each)")
-	fs.StringVar(&o.idle.UIDs, "idle-uids", "shared", "idle: shared (one uid, many sessions) or unique uids")
-	fs.StringVar(&o.idle.PublishURL, "publish-url", "", "idle: switchboard publish endpoint (http://127.0.0.1:PORT/api/rooms/ROOM/messages); once all connections are open, publish once and time its reach")
+	fs.StringVar(&o.idle.UIDs, "idle-uids", "shared", "idle/reach: shared (one uid, many sessions) or unique uids")
+	fs.StringVar(&o.idle.PublishURL, "publish-url", "", "idle/reach: switchboard publish endpoint (http://127.0.0.1:PORT/api/rooms/ROOM/messages); once all connections are open, publish once and time its reach "+
+		"(reach without it: one extra connection sends a client message)")
 	fs.DurationVar(&o.idle.PublishWait, "publish-wait", 60*time.Second, "idle: longest wait for the publish to reach every connection")
+	fs.DurationVar(&o.reach.Timeout, "reach-timeout", 30*time.Second, "reach: longest wait, from the send, for the message to reach every connection")
 	fs.IntVar(&o.fanout.Receivers, "receivers", 500, fmt.Sprintf("fanout/ladder: receive-only connections; storm: stayers, whose live latency is measured (storm default %d)", stormDefaultStayers))
 	fs.IntVar(&o.fanout.Senders, "senders", 5, "fanout/ladder: sending connections (they receive too)")
 	fs.IntVar(&o.fanout.Rate, "rate", 100, fmt.Sprintf("fanout: messages per second per sender; storm: the one sender's (storm default %d)", stormDefaultRate))
@@ -282,6 +293,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.storm.Clients, o.storm.Stayers, o.storm.Rate = o.idle.Conns, o.fanout.Receivers, o.fanout.Rate
 	o.storm.Drain, o.storm.Payload = o.fanout.Drain, o.fanout.Payload
+	o.reach.Conns, o.reach.UIDs, o.reach.PublishURL = o.idle.Conns, o.idle.UIDs, o.idle.PublishURL
 	return o, validate(o)
 }
 
@@ -346,7 +358,7 @@ func validate(o *options) error {
 		bad  bool
 		want string
 	}{
-		{"scenario", o.scenario != "idle" && o.scenario != "fanout" && o.scenario != "ladder" && o.scenario != "storm", "idle, fanout, ladder or storm"},
+		{"scenario", o.scenario != "idle" && o.scenario != "fanout" && o.scenario != "ladder" && o.scenario != "storm" && o.scenario != "reach", "idle, fanout, ladder, storm or reach"},
 		{"room", !roomPattern.MatchString(o.room), "1-64 letters, digits, '.', '_' or '-'"},
 		{"sources", o.sources < 1 || o.sources > 254, "1..254"},
 		{"dial-concurrency", o.dialConc < 1, "at least 1"},
@@ -369,6 +381,8 @@ func validate(o *options) error {
 		{"baseline", o.storm.Baseline <= 0, "positive"},
 		{"recover-timeout", o.storm.Timeout <= 0, "positive"},
 		{"reconnect-concurrency", o.storm.ReconnectConc < 0, "not negative (0: all at once)"},
+		{"reach-timeout", o.reach.Timeout <= 0, "positive"},
+		{"procs", o.scenario == "reach" && o.idle.Procs != 1, "1 with -scenario reach (it runs in one process)"},
 	}
 	if o.scenario == "storm" {
 		checks = append(checks, []struct {
@@ -405,14 +419,14 @@ func validate(o *options) error {
 	return nil
 }
 
-// validatePublish checks -publish-url: only the idle scenario measures a
-// publish, only switchboard has the endpoint, and it is on loopback too.
+// validatePublish checks -publish-url: only the idle and reach scenarios
+// measure a publish, only switchboard has the endpoint, and it is on loopback too.
 func validatePublish(o *options) error {
 	switch {
 	case o.idle.PublishURL == "":
 		return nil
-	case o.scenario != "idle":
-		return errors.New("only with -scenario idle")
+	case o.scenario != "idle" && o.scenario != "reach":
+		return errors.New("only with -scenario idle or reach")
 	case !strings.HasPrefix(o.target.Name(), "switchboard"):
 		return fmt.Errorf("%s has no publish endpoint", o.target.Name())
 	}
@@ -435,7 +449,7 @@ func flagValue(o *options, name string) string {
 		"rate": o.fanout.Rate, "duration": o.fanout.Duration, "drain": o.fanout.Drain,
 		"payload": o.fanout.Payload, "step-duration": o.stepDuration, "worker-offset": o.workerOffset,
 		"token-ttl": o.tokenTTL, "missed": o.storm.Missed, "baseline": o.storm.Baseline,
-		"recover-timeout": o.storm.Timeout, "reconnect-concurrency": o.storm.ReconnectConc, "target": o.target.Name(), "url": o.rawURLs,
+		"recover-timeout": o.storm.Timeout, "reconnect-concurrency": o.storm.ReconnectConc, "reach-timeout": o.reach.Timeout, "target": o.target.Name(), "url": o.rawURLs,
 		"sender-url": strings.Join(o.senderURLs, ","),
 	}
 	return fmt.Sprintf("%q", fmt.Sprint(values[name]))

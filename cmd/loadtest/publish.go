@@ -42,6 +42,9 @@ type markerWatch struct {
 	hit     []atomic.Bool // has had the marker
 	reached atomic.Int64
 	last    atomic.Int64 // unix nanos of the latest first receipt
+	// at, when not nil, keeps each connection's receipt time (unix nanos)
+	// for the reach scenario's percentiles.
+	at []atomic.Int64
 }
 
 func newMarkerWatch(marker string, conns int) *markerWatch {
@@ -67,7 +70,11 @@ func (w *markerWatch) handler(i int) messageHandler {
 		}
 		w.greeted[i].Store(true)
 		if found {
-			storeMax(&w.last, time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			if w.at != nil {
+				w.at[i].Store(now)
+			}
+			storeMax(&w.last, now)
 			w.hit[i].Store(true)
 			w.reached.Add(1)
 		}

@@ -130,6 +130,7 @@ func buildReport(recs []Record, chartRef string) string {
 	writeIdleSection(&b, recs)
 	writeFanoutSection(&b, recs)
 	writeLadderSection(&b, recs, chartRef)
+	writeReachSection(&b, recs)
 	return b.String()
 }
 
@@ -457,8 +458,38 @@ func runMarkdown(rec *Record) string {
 			ff(r.StormLatency.P50Ms, 2)+" / "+ff(r.StormLatency.P99Ms, 2)+" / "+ff(r.StormLatency.MaxMs, 2),
 			optF(r.ServerCPUSeconds, 2))
 		t.write(&b)
+	case rec.Reach != nil:
+		t := &table{header: append(reachHeader()[1:], "send error")}
+		t.add(append(reachCells(rec.Reach), rec.Reach.SendError)...)
+		t.write(&b)
 	}
 	return b.String()
+}
+
+// writeReachSection is one row per target: one message to a room of idle
+// connections and how long it took to reach them all.
+func writeReachSection(b *strings.Builder, recs []Record) {
+	names, by := latestByTarget(recs, "reach")
+	if len(names) == 0 {
+		return
+	}
+	b.WriteString("## reach\n\n")
+	t := &table{header: reachHeader()}
+	for _, n := range names {
+		if r := by[n].Reach; r != nil {
+			t.add(append([]string{n}, reachCells(r)...)...)
+		}
+	}
+	t.write(b)
+}
+
+func reachHeader() []string {
+	return []string{"target", "via", "conns", "reached", "missing", "reach ms", "p50 ms", "p99 ms"}
+}
+
+func reachCells(r *ReachResult) []string {
+	return []string{r.Via, itoa(r.Conns), itoa(r.Reached), itoa(r.Missing),
+		optF(r.ReachMs, 1), optF(r.P50Ms, 1), optF(r.P99Ms, 1)}
 }
 
 // writePublishTable adds the idle run's publish measure, if it had one.
