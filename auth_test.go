@@ -375,6 +375,11 @@ func TestTokenExpiryAndRefresh(t *testing.T) {
 	if got := refreshed.readEvents(1, "presence")[0]; !strings.Contains(toJSON(got), "bob") {
 		t.Fatalf("presence = %v", got)
 	}
+	// A token without exp: the answer carries no expires.
+	refreshed.sendJSON(map[string]string{"type": "refresh", "token": hs256(t, "bob", func(c *tokenClaims) { c.ExpiresAt = nil })})
+	if got := refreshed.readEvents(1, "refreshed")[0]; len(got) != 1 {
+		t.Fatalf("refresh without exp answered %v, want {\"type\":\"refreshed\"}", got)
+	}
 	refreshedText.send("/who")
 	for line := refreshedText.readLine(); !strings.HasPrefix(line, "[server]: online in lobby: "); line = refreshedText.readLine() {
 	}
@@ -604,10 +609,17 @@ func toJSON(v any) string {
 	return string(data)
 }
 
-// metricValue reads one sample of /metrics, by its name with labels.
+// metricValue reads one sample of the server's /metrics, by its name with
+// labels.
 func metricValue(t testing.TB, ts *testServer, sample string) float64 {
 	t.Helper()
 	_, body := ts.request("GET", "/metrics", "", nil)
+	return metricSample(t, body, sample)
+}
+
+// metricSample finds one sample in a Prometheus text body.
+func metricSample(t testing.TB, body, sample string) float64 {
+	t.Helper()
 	for _, line := range strings.Split(body, "\n") {
 		if value, ok := strings.CutPrefix(line, sample+" "); ok {
 			var v float64

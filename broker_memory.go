@@ -24,7 +24,7 @@ func (memoryBroker) reach(context.Context, uint64) {}
 
 // delivery is out as it comes back from the broker, sent by node.
 func (out clusterOut) delivery(node string) Delivery {
-	d := Delivery{Kind: out.kind, Room: out.room, From: out.from, To: out.to, TS: out.ts, Node: node, Text: out.text, Data: out.data}
+	d := Delivery{Kind: out.kind, Room: out.room, From: out.from, To: out.to, TS: out.ts, At: out.at, Node: node, Text: out.text, Data: out.data}
 	if out.session != nil {
 		d.SessionID = out.session.id
 	}

@@ -84,6 +84,7 @@ type clusterOut struct {
 	text      string
 	data      []byte // publish data (JSON) or binary payload
 	ts        string
+	at        time.Time          // when the hub accepted it; ts is its text
 	session   *UserSession       // the sender, told on failure; nil for API publishes
 	reply     chan PublishResult // API publishes: answered once the stream has it
 	recipient int                // API publishes: the recipients counted at enqueue

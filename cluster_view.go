@@ -165,7 +165,7 @@ type Delivery struct {
 	Seq                                       uint64
 	Text                                      string
 	Data                                      []byte    // a publish's JSON data, or a binary payload
-	At                                        time.Time // when the stream took it; zero on a single node
+	At                                        time.Time // when the stream (or, on one node, the hub) took it
 }
 
 func (d Delivery) apply(h *WebSocketServer) { h.receive(d) }
@@ -194,11 +194,7 @@ func (h *WebSocketServer) receive(d Delivery) int {
 // receiveNumbered numbers a room message or publish, delivers it to the
 // room's sessions here (if any) and keeps it in the room's history.
 func (h *WebSocketServer) receiveNumbered(r *room, d Delivery) int {
-	at := d.At
-	if at.IsZero() {
-		at = h.now()
-	}
-	entry := h.history.newEntry(d.Room, d.Seq, at)
+	entry := h.history.newEntry(d.Room, d.Seq, d.At)
 	if d.Kind == kindMessage {
 		entry.event.ev = &messageEvent{Type: "message", Room: d.Room, From: d.From, Text: d.Text, Seq: entry.seq, TS: d.TS}
 	} else {

@@ -77,11 +77,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// After Accept, so a request it refuses (a foreign Origin) costs no
 	// token check.
-	id, room, problem := f.identify(r)
-	var recover recovery
-	if problem == "" && conn.Subprotocol() == jsonSubprotocol { // text mode ignores since
-		recover, problem = readSince(r.URL.Query().Get("since"))
-	}
+	id, room, recover, problem := f.identify(r, conn.Subprotocol() == jsonSubprotocol)
 	if problem != "" {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
@@ -97,22 +93,25 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // identify reads who is connecting to which room. problem is the close
 // reason of PROTOCOL.md when something is wrong: who it is comes first,
-// then the room's name, then whether the identity may join it. An empty
-// header or query value counts as absent.
-func (f *SessionFactory) identify(r *http.Request) (id identity, room, problem string) {
+// then the room's name, then whether the identity may join it, then (JSON
+// mode only; text mode ignores it) ?since=. An empty header or query value
+// counts as absent.
+func (f *SessionFactory) identify(r *http.Request, jsonMode bool) (id identity, room string, recover recovery, problem string) {
 	query := r.URL.Query() // parsed once: handshakes come at a high rate
 	id, problem = f.auth.identify(r.Header, query)
 	if problem != "" {
-		return id, "", problem
+		return id, "", recover, problem
 	}
 	room = firstNonEmpty(r.PathValue("room"), query.Get("room"), r.Header.Get("room"), "lobby")
 	switch {
 	case !validRoom(room):
-		return id, room, reasonRoomInvalid
+		return id, room, recover, reasonRoomInvalid
 	case !id.mayJoin(room):
-		return id, room, reasonRoomForbidden
+		return id, room, recover, reasonRoomForbidden
+	case jsonMode:
+		recover, problem = readSince(query.Get("since"))
 	}
-	return id, room, ""
+	return id, room, recover, problem
 }
 
 // readSince reads ?since=: absent or empty asks for nothing; otherwise it

@@ -277,11 +277,6 @@ func (h *history) last(room string, limit int) []*historyEntry {
 	return log.entries
 }
 
-// frame is a kept event encoded for mode (keep encoded both).
-func (h *history) frame(e *historyEntry, mode clientMode) outboundFrame {
-	return e.event.frames[mode]
-}
-
 func compareUint(a, b uint64) int {
 	switch {
 	case a < b:

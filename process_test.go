@@ -277,15 +277,7 @@ func (p *process) request(t *testing.T, method, path, body string) (int, string)
 func (p *process) metric(t *testing.T, name string) float64 {
 	t.Helper()
 	_, body := p.request(t, "GET", "/metrics", "")
-	for _, line := range strings.Split(body, "\n") {
-		if value, ok := strings.CutPrefix(line, name+" "); ok {
-			var v float64
-			fmt.Sscan(value, &v)
-			return v
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	return metricSample(t, body, name)
 }
 
 // A bad option stops the binary with exit code 2 and one line naming it.

@@ -138,8 +138,10 @@ func ask[T any](ctx context.Context, h *WebSocketServer, cmd command, reply <-ch
 	}
 }
 
-func (h *WebSocketServer) timestamp() string {
-	return h.now().UTC().Format(time.RFC3339Nano)
+// timestamp is how an event's ts is written: RFC 3339 in UTC, to the
+// nanosecond.
+func timestamp(t time.Time) string {
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // send encodes ev for the session's mode and queues it.
@@ -245,9 +247,7 @@ func (c UserConnect) apply(h *WebSocketServer) {
 	// The events after since, as first sent, then whatever comes next:
 	// nothing can come between, since the hub does one thing at a time.
 	for _, e := range replay {
-		if s.queue.pushShared(h.history.frame(e, s.mode)) {
-			h.metrics.delivered.Inc()
-		}
+		h.sendShared(s, e.event.frames[s.mode])
 	}
 	if r.uids[s.uid] == 1 && h.remote.sessions(s.room, s.uid) == 0 {
 		h.deliver(r.members, &encodedEvent{ev: &presenceChange{Type: "joined", UID: s.uid, Room: r.name}}, s)
@@ -502,7 +502,8 @@ func (c DisconnectUser) apply(h *WebSocketServer) {
 // publish stamps an accepted message and hands it to the broker, telling
 // its sender when the broker refuses it.
 func (h *WebSocketServer) publish(out clusterOut) {
-	out.ts = h.timestamp()
+	out.at = h.now()
+	out.ts = timestamp(out.at)
 	if h.broker.publish(h, out) {
 		return
 	}
@@ -551,10 +552,7 @@ func (c HistoryQuery) apply(h *WebSocketServer) {
 	}
 	h.send(s, &historyHeader{room: s.room, count: len(entries)})
 	for _, e := range entries {
-		// Shared with the history, like a recovery's replay.
-		if s.queue.pushShared(h.history.frame(e, modeText)) {
-			h.metrics.delivered.Inc()
-		}
+		h.sendShared(s, e.event.frames[modeText])
 	}
 }
 
@@ -562,7 +560,7 @@ func (c HistoryQuery) apply(h *WebSocketServer) {
 func (h *WebSocketServer) historyFrames(entries []*historyEntry, mode clientMode) [][]byte {
 	frames := make([][]byte, len(entries))
 	for i, e := range entries {
-		frames[i] = h.history.frame(e, mode).data
+		frames[i] = e.event.frames[mode].data
 	}
 	return frames
 }
@@ -570,6 +568,14 @@ func (h *WebSocketServer) historyFrames(entries []*historyEntry, mode clientMode
 // sendFrame queues an encoded frame to one session.
 func (h *WebSocketServer) sendFrame(s *UserSession, f outboundFrame) {
 	if s.queue.push(f) {
+		h.metrics.delivered.Inc()
+	}
+}
+
+// sendShared queues a frame the history holds (a replay, a text history
+// answer), outside the session's byte cap (see pushShared).
+func (h *WebSocketServer) sendShared(s *UserSession, f outboundFrame) {
+	if s.queue.pushShared(f) {
 		h.metrics.delivered.Inc()
 	}
 }
