@@ -6,7 +6,8 @@
 # Takes about 12 minutes (building Centrifugo alone takes about 3).
 #
 # Knobs (environment): RECEIVERS SENDERS PAYLOAD RATES STEP IDLE_CONNS SB_FLAGS
-# BIG_IDLE_CONNS (0 skips the one-process ceiling run) OUT.
+# REACH_CONNS (0 skips the reach runs) BIG_IDLE_CONNS (0 skips the
+# one-process ceiling run) OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -17,6 +18,7 @@ PAYLOAD=${PAYLOAD:-100}
 RATES=${RATES:-20,80,160,320,480,640,960,1280,1920,2560}
 STEP=${STEP:-5s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+REACH_CONNS=${REACH_CONNS:-19000}
 BIG_IDLE_CONNS=${BIG_IDLE_CONNS:-19500}
 OUT=${OUT:-$root/BENCHMARKS.md}
 
@@ -32,6 +34,7 @@ trap cleanup EXIT
 echo "building switchboard, the load tool, the gorilla chat example (v1.5.3) and Centrifugo (v6.9.1)" >&2
 go build -o "$work/switchboard" .
 go build -o "$work/loadtest" ./cmd/loadtest
+go build -o "$work/reachfloor" ./cmd/reachfloor
 # The gorilla chat example comes from the Go module proxy into a throwaway
 # module; nothing of it is committed here.
 mkdir -p "$work/gorilla"
@@ -114,12 +117,42 @@ run_target() {
   stop_server
 }
 
+# run_reach TARGET VIA PORT CMD... : the reach scenario (REACH_CONNS idle
+# connections in one room, one message, time until the last has it)
+# against one freshly started server. VIA is "publish" (switchboard's HTTP
+# publish, which the floor answers too) or "client" (a client message).
+run_reach() {
+  local target=$1 via=$2 port=$3
+  shift 3
+  [ "$REACH_CONNS" -gt 0 ] || return 0
+  local url="ws://127.0.0.1:$port/ws" lt_target=$target extra=()
+  if [ "$target" = centrifugo ]; then url="ws://127.0.0.1:$port/connection/websocket"; fi
+  if [ "$target" = floor ]; then lt_target=switchboard-text; fi
+  if [ "$via" = publish ]; then extra=(-publish-url "http://127.0.0.1:$port/api/rooms/bench/messages"); fi
+  echo "== $target: reach $REACH_CONNS ($via)" >&2
+  start_server "$target-reach" "$port" "$@"
+  "$work/loadtest" -target "$lt_target" -url "$url" -pid "$server_pid" -scenario reach \
+    -conns "$REACH_CONNS" -sources 8 "${extra[@]}" | tail -n 1 |
+    sed "s/\"target\":\"$lt_target\"/\"target\":\"$target\"/" >>"$results" ||
+    true # a run that missed connections is kept and shown as such
+  stop_server
+}
+
 # SB_FLAGS adds server flags to both switchboard runs, e.g. SB_FLAGS="-history-size 0".
 sb_flags=(-rate 0 -max-conns 100000 ${SB_FLAGS:-})
 run_target switchboard-text 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
 run_target switchboard-json 5102 "$work/switchboard" -addr 127.0.0.1:5102 "${sb_flags[@]}"
 run_target gorilla 5103 "$work/gorilla-chat" -addr 127.0.0.1:5103
 run_target centrifugo 5105 "$work/centrifugo" --config "$work/centrifugo.json"
+
+# The floor first: one goroutine writing the frame to each socket in turn,
+# nothing else (cmd/reachfloor); every reach time is read against it.
+run_reach floor publish 5106 "$work/reachfloor" -addr 127.0.0.1:5106 -writers 1
+run_reach switchboard-text publish 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
+run_reach switchboard-text client 5101 "$work/switchboard" -addr 127.0.0.1:5101 "${sb_flags[@]}"
+run_reach switchboard-json client 5102 "$work/switchboard" -addr 127.0.0.1:5102 "${sb_flags[@]}"
+run_reach gorilla client 5103 "$work/gorilla-chat" -addr 127.0.0.1:5103
+run_reach centrifugo client 5105 "$work/centrifugo" --config "$work/centrifugo.json"
 
 if [ "$BIG_IDLE_CONNS" -gt 0 ]; then
   echo "== switchboard-text: idle $BIG_IDLE_CONNS in one server process" >&2
@@ -130,7 +163,7 @@ if [ "$BIG_IDLE_CONNS" -gt 0 ]; then
   stop_server
 fi
 
-"$work/loadtest" report -in "$results" -md "$work/report.md" -png "$root/bench/chart.png"
+"$work/loadtest" report -in "$results" -md "$work/report.md" -png "$root/bench/chart.png" -reach-png "$root/bench/reach.png"
 # Keep the raw JSON lines beside the report, for anyone who wants more.
 cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || true
 
@@ -146,14 +179,20 @@ cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || tru
   echo "- $(go version)"
   echo "- fan-out: $RECEIVERS receivers and $SENDERS senders in one room, $PAYLOAD-byte payloads, per-sender rates $RATES, $STEP a step"
   echo "- idle: $IDLE_CONNS connections held 5 s"
+  echo "- reach: $REACH_CONNS idle connections in one room, one message; the floor is cmd/reachfloor with one writer"
   echo
-  echo "Command: \`RECEIVERS=$RECEIVERS SENDERS=$SENDERS PAYLOAD=$PAYLOAD RATES=$RATES STEP=$STEP IDLE_CONNS=$IDLE_CONNS BIG_IDLE_CONNS=$BIG_IDLE_CONNS bash bench/compare.sh\`"
+  echo "Command: \`RECEIVERS=$RECEIVERS SENDERS=$SENDERS PAYLOAD=$PAYLOAD RATES=$RATES STEP=$STEP IDLE_CONNS=$IDLE_CONNS REACH_CONNS=$REACH_CONNS BIG_IDLE_CONNS=$BIG_IDLE_CONNS bash bench/compare.sh\`"
   echo
-  # The report's own title and chart link are replaced by ours.
+  # The report's own title and chart links are replaced by ours, with
+  # paths from the repository's root.
   grep -v -e '^# ' -e '^!\[' "$work/report.md"
   echo
   echo "![p99 latency against offered load](bench/chart.png)"
   echo
+  if [ -f "$root/bench/reach.png" ] && [ "$REACH_CONNS" -gt 0 ]; then
+    echo "![one message to every connection of one room](bench/reach.png)"
+    echo
+  fi
   cat "$root/bench/analysis.md"
   if [ -s "$work/big.jsonl" ]; then
     echo

@@ -73,7 +73,7 @@ func (r *ReachResult) failure() string {
 	return fmt.Sprintf("%d of %d connections did not get the message within %gs", r.Missing, r.Conns, r.TimeoutS)
 }
 
-// runReach dials the connections (and the sender, for a client message),
+// runReach dials the sender (for a client message) and the connections,
 // waits until every one has had a message, sends once and waits up to
 // cfg.Timeout for the message to reach them all. A failed send or a
 // missing connection is part of the result (see OK); the error is for an
@@ -87,21 +87,12 @@ func runReach(ctx context.Context, env *runEnv, cfg reachConfig) (*ReachResult, 
 	watch := newMarkerWatch(marker, cfg.Conns)
 	watch.at = make([]atomic.Int64, cfg.Conns)
 
-	var opened atomic.Int64
-	prog := startProgress(env.progress, func() string {
-		return fmt.Sprintf("dialing %d/%d", opened.Load(), cfg.Conns)
-	})
-	dr := env.dialMany(ctx, 0, idleSpecs(cfg.Conns, 0, cfg.UIDs, env.urls), watch.handler, &opened)
-	prog.stop()
-	share := &idleShare{clients: dr.clients, watch: watch}
-	all := share.clients
-	defer func() { closeAll(all) }()
-	res.Opened, res.FailedDials = dr.opened, dr.failed
-	if dr.firstErr != nil {
-		res.FirstDialError = dr.firstErr.Error()
-	}
-
+	// The sender joins first: a server that announces joins to the room
+	// then has announced it before the measured message, not while it
+	// is on its way.
 	var sender *websocket.Conn
+	var all []*client
+	defer func() { closeAll(all) }()
 	if cfg.PublishURL == "" {
 		sr := env.dialMany(ctx, cfg.Conns, []dialSpec{{uid: reachSenderUID, url: env.senderURLs[0]}},
 			func(int) messageHandler { return discard }, nil)
@@ -111,6 +102,19 @@ func runReach(ctx context.Context, env *runEnv, cfg reachConfig) (*ReachResult, 
 			sender = sr.conns[0]
 			all = append(all, sr.clients[0])
 		}
+	}
+
+	var opened atomic.Int64
+	prog := startProgress(env.progress, func() string {
+		return fmt.Sprintf("dialing %d/%d", opened.Load(), cfg.Conns)
+	})
+	dr := env.dialMany(ctx, 0, idleSpecs(cfg.Conns, 0, cfg.UIDs, env.urls), watch.handler, &opened)
+	prog.stop()
+	share := &idleShare{clients: dr.clients, watch: watch}
+	all = append(all, share.clients...)
+	res.Opened, res.FailedDials = dr.opened, dr.failed
+	if dr.firstErr != nil {
+		res.FirstDialError = dr.firstErr.Error()
 	}
 	if res.SendError == "" {
 		res.Ready = awaitReady(ctx, env.target, share, sender)

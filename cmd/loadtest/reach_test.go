@@ -201,3 +201,27 @@ func TestReachMarkdown(t *testing.T) {
 		t.Fatalf("run markdown:\n%s", run)
 	}
 }
+
+// A target's publish and client runs both get a row, and each run's time
+// is divided by the floor's at the same connection count.
+func TestReachMarkdownAgainstFloor(t *testing.T) {
+	run := func(target, via string, conns int, ms float64) Record {
+		return Record{Scenario: "reach", Target: target, Reach: &ReachResult{Via: via, Conns: conns, Reached: conns, ReachMs: &ms, P50Ms: &ms, P99Ms: &ms}}
+	}
+	report := buildReport([]Record{
+		run("floor", "publish", 100, 50),
+		run("switchboard-text", "publish", 100, 75),
+		run("switchboard-text", "client", 100, 100),
+		run("gorilla", "client", 200, 10),
+	}, "")
+	for _, row := range []string{
+		"| floor | publish | 100 | 100 | 0 | 50.0 | 50.0 | 50.0 | 1.00 |",
+		"| switchboard-text | publish | 100 | 100 | 0 | 75.0 | 75.0 | 75.0 | 1.50 |",
+		"| switchboard-text | client | 100 | 100 | 0 | 100.0 | 100.0 | 100.0 | 2.00 |",
+		"| gorilla | client | 200 | 200 | 0 | 10.0 | 10.0 | 10.0 | - |",
+	} {
+		if !strings.Contains(report, row) {
+			t.Fatalf("no row %q in:\n%s", row, report)
+		}
+	}
+}

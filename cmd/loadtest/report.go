@@ -25,16 +25,18 @@ import (
 // hub a team would write itself, and the server it would pick instead.
 var baselineTargets = []string{"gorilla", "centrifugo"}
 
-// runReportCommand is `loadtest report -in FILE -md OUT.md [-png OUT.png]`.
+// runReportCommand is `loadtest report -in FILE -md OUT.md [-png OUT.png]
+// [-reach-png OUT.png]`.
 func runReportCommand(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadtest report", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	in := fs.String("in", "", "JSON lines written by loadtest runs")
 	md := fs.String("md", "", "markdown report to write")
 	png := fs.String("png", "", "PNG chart to write: p99 vs offered deliveries/s from ladder runs (optional)")
+	reachPNG := fs.String("reach-png", "", "PNG chart to write: p50, p99 and last receipt of reach runs (optional; none without reach runs)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "usage: loadtest report -in results.jsonl -md OUT.md [-png OUT.png]")
+			fmt.Fprintln(stderr, "usage: loadtest report -in results.jsonl -md OUT.md [-png OUT.png] [-reach-png OUT.png]")
 			return 0
 		}
 		fmt.Fprintln(stderr, "loadtest report:", err)
@@ -46,15 +48,16 @@ func runReportCommand(args []string, stderr io.Writer) int {
 			return 2
 		}
 	}
-	if err := writeReport(*in, *md, *png); err != nil {
+	if err := writeReport(*in, *md, *png, *reachPNG); err != nil {
 		fmt.Fprintln(stderr, "loadtest report:", err)
 		return 1
 	}
 	return 0
 }
 
-// writeReport reads the runs and writes the markdown (and chart).
-func writeReport(inPath, mdPath, pngPath string) error {
+// writeReport reads the runs and writes the markdown (and the charts whose
+// paths are not empty; the reach chart only when there are reach runs).
+func writeReport(inPath, mdPath, pngPath, reachPNGPath string) error {
 	f, err := os.Open(inPath)
 	if err != nil {
 		return fmt.Errorf("open results: %w", err)
@@ -64,21 +67,32 @@ func writeReport(inPath, mdPath, pngPath string) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", inPath, err)
 	}
-	chartRef := ""
+	var refs chartRefs
 	if pngPath != "" {
 		if err := writeChart(recs, pngPath); err != nil {
 			return err
 		}
-		// Link the chart relative to the report so the pair can be moved.
-		chartRef = pngPath
-		if rel, err := filepath.Rel(filepath.Dir(mdPath), pngPath); err == nil {
-			chartRef = rel
-		}
+		refs.ladder = chartLink(mdPath, pngPath)
 	}
-	if err := os.WriteFile(mdPath, []byte(buildReport(recs, chartRef)), 0o644); err != nil {
+	if reachPNGPath != "" && len(reachRuns(recs)) > 0 {
+		if err := writeReachChart(recs, reachPNGPath); err != nil {
+			return err
+		}
+		refs.reach = chartLink(mdPath, reachPNGPath)
+	}
+	if err := os.WriteFile(mdPath, []byte(renderReport(recs, refs)), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// chartLink is the chart's path relative to the report, so the pair can be
+// moved together; the path as given if no relative path exists.
+func chartLink(mdPath, pngPath string) string {
+	if rel, err := filepath.Rel(filepath.Dir(mdPath), pngPath); err == nil {
+		return rel
+	}
+	return pngPath
 }
 
 // readRecords parses one Record per non-empty line.
@@ -120,17 +134,29 @@ func latestByTarget(recs []Record, scenario string) ([]string, map[string]Record
 	return names, byTarget
 }
 
-// buildReport renders the comparison report: one table per scenario, one
-// row per target, plus switchboard/peer ratio rows for each peer that ran.
+// chartRefs are the links from the report to its charts; empty means no
+// chart was written, so none is linked.
+type chartRefs struct {
+	ladder, reach string
+}
+
+// buildReport renders the report with at most the ladder chart; it is kept
+// for callers that do not write a reach chart.
 func buildReport(recs []Record, chartRef string) string {
+	return renderReport(recs, chartRefs{ladder: chartRef})
+}
+
+// renderReport renders the comparison report: one table per scenario, one
+// row per target, plus switchboard/peer ratio rows for each peer that ran.
+func renderReport(recs []Record, refs chartRefs) string {
 	var b strings.Builder
 	b.WriteString("# Load test report\n\n")
 	fmt.Fprintf(&b, "%d runs. When a target ran a scenario more than once, its last run is shown. "+
 		"Ratio rows divide a switchboard target's value by each peer's (%s).\n\n", len(recs), strings.Join(baselineTargets, ", "))
 	writeIdleSection(&b, recs)
 	writeFanoutSection(&b, recs)
-	writeLadderSection(&b, recs, chartRef)
-	writeReachSection(&b, recs)
+	writeLadderSection(&b, recs, refs.ladder)
+	writeReachSection(&b, recs, refs.reach)
 	return b.String()
 }
 
@@ -397,6 +423,141 @@ func ladderPoints(r *LadderResult) plotter.XYs {
 	return pts
 }
 
+// reachSeries are the bars of each reach run, in drawing order: the median
+// and tail receipt times, then the last one, which is what the scenario is
+// about (reach_ms).
+var reachSeries = []struct {
+	name  string
+	value func(*ReachResult) *float64
+}{
+	{"p50", func(r *ReachResult) *float64 { return r.P50Ms }},
+	{"p99", func(r *ReachResult) *float64 { return r.P99Ms }},
+	{"last", func(r *ReachResult) *float64 { return r.ReachMs }},
+}
+
+// reachBarWidth is one bar; a run's three bars sit side by side.
+const reachBarWidth = 16 * vg.Millimeter / 3
+
+// reachRuns are the reach records in file order, one per target, via and
+// conns: a rerun replaces the earlier attempt in its place, as
+// latestByTarget does per target for the tables.
+func reachRuns(recs []Record) []Record {
+	type key struct {
+		target, via string
+		conns       int
+	}
+	at := map[key]int{}
+	var runs []Record
+	for _, r := range recs {
+		if r.Scenario != "reach" || r.Reach == nil {
+			continue
+		}
+		k := key{r.Target, r.Reach.Via, r.Reach.Conns}
+		if i, ok := at[k]; ok {
+			runs[i] = r
+			continue
+		}
+		at[k] = len(runs)
+		runs = append(runs, r)
+	}
+	return runs
+}
+
+// writeReachChart draws, per reach run, the p50, p99 and last receipt time
+// of the one message as grouped bars on a linear ms axis: the runs differ
+// by a few times, not by orders of magnitude as the ladder's tail does.
+func writeReachChart(recs []Record, path string) error {
+	runs := reachRuns(recs)
+	if len(runs) == 0 {
+		return fmt.Errorf("reach chart %s: no reach runs", path)
+	}
+	p := plot.New()
+	p.Title.Text = "One message to every connection of one room (reach)"
+	p.Y.Label.Text = "ms"
+	p.Legend.Top = true
+	if err := addReachBars(p, runs); err != nil {
+		return fmt.Errorf("reach chart %s: %w", path, err)
+	}
+	labels := reachLabels(runs)
+	p.NominalX(labels...)
+	// One cell per run, label centred, so the end labels are not clipped.
+	p.X.Min, p.X.Max = -0.5, float64(len(runs))-0.5
+	// Start at zero and leave room above the bars for the legend.
+	p.Y.Min = 0
+	if p.Y.Max <= 0 {
+		p.Y.Max = 1
+		p.Title.Text += " (no run reached a connection)"
+	}
+	p.Y.Max *= 1.25
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = nil // the groups are categories, not values
+	p.Add(grid)
+	if err := p.Save(reachChartWidth(p, labels), 5*vg.Inch, path); err != nil {
+		return fmt.Errorf("write reach chart %s: %w", path, err)
+	}
+	return nil
+}
+
+// reachChartWidth widens the canvas past 8 inches when the runs' labels,
+// one per group, would otherwise overlap: each group gets its widest label
+// plus a margin, and the y axis an inch.
+func reachChartWidth(p *plot.Plot, labels []string) vg.Length {
+	var widest vg.Length
+	for _, l := range labels {
+		widest = max(widest, p.X.Tick.Label.Width(l))
+	}
+	return max(8*vg.Inch, vg.Length(len(labels))*(widest+0.3*vg.Inch)+vg.Inch)
+}
+
+// addReachBars adds one bar chart per series, offset so that each run's
+// bars sit side by side around its label, and a legend entry for each.
+func addReachBars(p *plot.Plot, runs []Record) error {
+	for i, s := range reachSeries {
+		vals := make(plotter.Values, len(runs))
+		for j, r := range runs {
+			if v := s.value(r.Reach); v != nil {
+				vals[j] = *v // absent (nobody reached): no bar
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, reachBarWidth)
+		if err != nil {
+			return fmt.Errorf("%s bars: %w", s.name, err)
+		}
+		bars.Color = plotutil.Color(i)
+		bars.LineStyle.Width = 0
+		bars.Offset = vg.Length(i-(len(reachSeries)-1)/2) * reachBarWidth
+		p.Add(bars)
+		p.Legend.Add(s.name, bars)
+	}
+	return nil
+}
+
+// reachLabels name each run by target and how the message was sent, plus
+// the connection count when the runs differ in it, and a second line with
+// the missing count of a run that did not reach everyone: its "last" is
+// then only the last of those reached.
+func reachLabels(runs []Record) []string {
+	sameConns := true
+	for _, r := range runs {
+		sameConns = sameConns && r.Reach.Conns == runs[0].Reach.Conns
+	}
+	labels := make([]string, len(runs))
+	for i, r := range runs {
+		l := r.Target
+		if r.Reach.Via != "" {
+			l += " (" + r.Reach.Via + ")"
+		}
+		if !sameConns {
+			l += " " + countLabel(float64(r.Reach.Conns))
+		}
+		if r.Reach.Missing > 0 {
+			l += fmt.Sprintf("\n%d missing", r.Reach.Missing)
+		}
+		labels[i] = l
+	}
+	return labels
+}
+
 // appendRunMarkdown appends one run's section to the -md file.
 func appendRunMarkdown(path string, rec *Record) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -466,21 +627,53 @@ func runMarkdown(rec *Record) string {
 	return b.String()
 }
 
-// writeReachSection is one row per target: one message to a room of idle
-// connections and how long it took to reach them all.
-func writeReachSection(b *strings.Builder, recs []Record) {
-	names, by := latestByTarget(recs, "reach")
-	if len(names) == 0 {
+// floorTarget is the reach scenario's floor (cmd/reachfloor): a server
+// that only writes one frame to each connection. The reach table divides
+// every run's time by the floor's at the same connection count.
+const floorTarget = "floor"
+
+// writeReachSection is one row per reach run (target, how the message was
+// sent, connection count): one message to a room of idle connections and
+// how long it took to reach them all, as a multiple of the floor's time
+// when the floor ran, then the reach chart if one was written.
+func writeReachSection(b *strings.Builder, recs []Record, chartRef string) {
+	runs := reachRuns(recs)
+	if len(runs) == 0 {
 		return
 	}
-	b.WriteString("## reach\n\n")
-	t := &table{header: reachHeader()}
-	for _, n := range names {
-		if r := by[n].Reach; r != nil {
-			t.add(append([]string{n}, reachCells(r)...)...)
+	floors := map[int]float64{} // conns -> the floor's reach ms
+	for _, r := range runs {
+		if r.Target == floorTarget && r.Reach.OK() && r.Reach.ReachMs != nil {
+			floors[r.Reach.Conns] = *r.Reach.ReachMs
 		}
 	}
+	b.WriteString("## reach\n\n")
+	header := reachHeader()
+	if len(floors) > 0 {
+		header = append(header, "× floor")
+	}
+	t := &table{header: header}
+	for _, r := range runs {
+		cells := append([]string{r.Target}, reachCells(r.Reach)...)
+		if len(floors) > 0 {
+			cells = append(cells, floorRatio(r.Reach, floors))
+		}
+		t.add(cells...)
+	}
 	t.write(b)
+	if chartRef != "" {
+		fmt.Fprintf(b, "![p50, p99 and last receipt of one message per reach run](%s)\n\n", chartRef)
+	}
+}
+
+// floorRatio is a run's reach time over the floor's at the same count, or
+// "-" when either is missing or the run did not reach every connection.
+func floorRatio(r *ReachResult, floors map[int]float64) string {
+	floor, ok := floors[r.Conns]
+	if !ok || floor <= 0 || !r.OK() || r.ReachMs == nil {
+		return "-"
+	}
+	return ff(*r.ReachMs/floor, 2)
 }
 
 func reachHeader() []string {

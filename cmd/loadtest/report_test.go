@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"image/png"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -42,11 +44,12 @@ func sampleRecords() []Record {
 	return recs
 }
 
-func TestReportCommandWritesMarkdownAndPNG(t *testing.T) {
-	dir := t.TempDir()
+// writeRecords writes recs as JSON lines into dir and returns the path.
+func writeRecords(t *testing.T, dir string, recs []Record) string {
+	t.Helper()
 	in := filepath.Join(dir, "results.jsonl")
 	var buf bytes.Buffer
-	for _, r := range sampleRecords() {
+	for _, r := range recs {
 		line, err := json.Marshal(r)
 		if err != nil {
 			t.Fatal(err)
@@ -56,6 +59,18 @@ func TestReportCommandWritesMarkdownAndPNG(t *testing.T) {
 	if err := os.WriteFile(in, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return in
+}
+
+// reachRecord is one reach run of target with the three receipt times.
+func reachRecord(target, via string, conns int, p50, p99, last float64) Record {
+	return Record{Target: target, Scenario: "reach", Reach: &ReachResult{Via: via, Conns: conns, Reached: conns,
+		P50Ms: &p50, P99Ms: &p99, ReachMs: &last}}
+}
+
+func TestReportCommandWritesMarkdownAndPNG(t *testing.T) {
+	dir := t.TempDir()
+	in := writeRecords(t, dir, sampleRecords())
 	md, png := filepath.Join(dir, "report.md"), filepath.Join(dir, "chart.png")
 	var stderr bytes.Buffer
 	if code := run([]string{"report", "-in", in, "-md", md, "-png", png}, nil, &stderr, &stderr); code != 0 {
@@ -150,5 +165,92 @@ func TestReportRatiosAgainstEachPeer(t *testing.T) {
 	}
 	if md := buildReport([]Record{idle("switchboard-text", 200)}, ""); strings.Contains(md, " / ") {
 		t.Errorf("ratio rows without a peer:\n%s", md)
+	}
+}
+
+// Two reach runs (one rerun) give a reach chart that the report links.
+func TestReportCommandWritesReachChart(t *testing.T) {
+	dir := t.TempDir()
+	recs := append(sampleRecords(),
+		reachRecord("switchboard-text", "publish", 19_000, 100, 300, 999), // replaced by the rerun below
+		reachRecord("floor", "client", 20_000, 5, 9, 12),
+		reachRecord("switchboard-text", "publish", 19_000, 40, 90, 120))
+	in := writeRecords(t, dir, recs)
+	md, chart := filepath.Join(dir, "report.md"), filepath.Join(dir, "charts", "reach.png")
+	if err := os.Mkdir(filepath.Dir(chart), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"report", "-in", in, "-md", md, "-reach-png", chart}, nil, &stderr, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	f, err := os.Open(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("reach chart does not decode: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() == 0 || b.Dy() == 0 {
+		t.Fatalf("reach chart is %v", b)
+	}
+	raw, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	if !strings.Contains(text, "## reach") || !strings.Contains(text, "](charts/reach.png)") {
+		t.Errorf("report does not link the reach chart:\n%s", text)
+	}
+	if strings.Contains(text, "chart.png") {
+		t.Errorf("report links a ladder chart that was not written:\n%s", text)
+	}
+}
+
+// Without reach runs -reach-png writes nothing, links nothing and is no error.
+func TestReportCommandNoReachRunsNoReachChart(t *testing.T) {
+	dir := t.TempDir()
+	in := writeRecords(t, dir, sampleRecords())
+	md, chart := filepath.Join(dir, "report.md"), filepath.Join(dir, "reach.png")
+	var stderr bytes.Buffer
+	if code := run([]string{"report", "-in", in, "-md", md, "-reach-png", chart}, nil, &stderr, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(chart); !os.IsNotExist(err) {
+		t.Fatalf("reach chart written without reach runs (stat: %v)", err)
+	}
+	raw, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "reach.png") {
+		t.Fatalf("report links a reach chart that was not written:\n%s", raw)
+	}
+}
+
+// A rerun of one target, via and conns replaces the earlier run in its
+// place; labels carry the conns only when they differ, and missing counts.
+func TestReachRunsAndLabels(t *testing.T) {
+	incomplete := reachRecord("floor", "client", 20_000, 5, 9, 12)
+	incomplete.Reach.Missing = 3
+	recs := []Record{
+		reachRecord("switchboard-text", "publish", 19_000, 100, 300, 999),
+		{Target: "gorilla", Scenario: "idle", Idle: &IdleResult{}},
+		reachRecord("switchboard-text", "client", 19_000, 50, 60, 70),
+		incomplete,
+		reachRecord("switchboard-text", "publish", 19_000, 40, 90, 120),
+	}
+	runs := reachRuns(recs)
+	if len(runs) != 3 || *runs[0].Reach.ReachMs != 120 || runs[1].Reach.Via != "client" || runs[2].Target != "floor" {
+		t.Fatalf("runs: %+v", runs)
+	}
+	want := []string{"switchboard-text (publish) 19k", "switchboard-text (client) 19k", "floor (client) 20k\n3 missing"}
+	if got := reachLabels(runs); !slices.Equal(got, want) {
+		t.Errorf("labels %q, want %q", got, want)
+	}
+	if got := reachLabels(runs[:2]); !slices.Equal(got, []string{"switchboard-text (publish)", "switchboard-text (client)"}) {
+		t.Errorf("same-conns labels %q", got)
 	}
 }

@@ -21,8 +21,12 @@ func TestPublishReachesEveryConnection(t *testing.T) {
 	defer srv.Close()
 	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 	var conns []*websocket.Conn
-	for range 6 {
-		c, _, err := websocket.Dial(ctx, url, nil)
+	for i := range 6 {
+		path := url
+		if i%2 == 1 {
+			path += "/some-room"
+		}
+		c, _, err := websocket.Dial(ctx, path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
