@@ -19,7 +19,8 @@
 # HOLD PUBLISH_WAIT PER_PROC SOURCES BASE_PORT NATS_PORT RUN_TIMEOUT
 # BIG_TIMEOUT PARTS (A, B or AB) BIN_DIR (take switchboard, loadtest and
 # nats-server from there instead of building) KEEP (1 keeps the work
-# directory with every log) OUT.
+# directory with every log) NODE_FLAGS (more flags for every node)
+# PPROF_BASE OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -44,6 +45,8 @@ BIG_TIMEOUT=${BIG_TIMEOUT:-900}
 PARTS=${PARTS:-AB}
 BIN_DIR=${BIN_DIR:-}
 KEEP=${KEEP:-0}
+# PPROF_BASE > 0 serves node i's Go profiler on 127.0.0.1:PPROF_BASE+i.
+PPROF_BASE=${PPROF_BASE:-0}
 OUT=${OUT:-$root/bench/cluster.md}
 # Each source address 127.0.0.N has one ephemeral port range (~28,000) for
 # all nodes together (the generator binds before connecting), so keep each
@@ -149,7 +152,7 @@ start_node() {
   port_free "$port" || die "port $port is in use"
   # The single node must not pick up a cluster from the environment.
   env -u SWITCHBOARD_NATS_URL -u SWITCHBOARD_NODE_ID \
-    "$work/switchboard" -addr "127.0.0.1:$port" -rate 0 -max-conns "$MAX_CONNS" "$@" >"$work/$name.log" 2>&1 &
+    "$work/switchboard" -addr "127.0.0.1:$port" -rate 0 -max-conns "$MAX_CONNS" "$@" ${NODE_FLAGS:-} >"$work/$name.log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")
   for _ in $(seq 1 300); do
@@ -171,7 +174,9 @@ start_cluster() {
   node_pids=()
   node_ports=()
   for i in $(seq 1 "$n"); do
-    start_node "$part-node$i" $((BASE_PORT + i)) -nats "nats://127.0.0.1:$NATS_PORT" -node-id "node$i"
+    local profiler=()
+    if ((PPROF_BASE > 0)); then profiler=(-pprof "127.0.0.1:$((PPROF_BASE + i))"); fi
+    start_node "$part-node$i" $((BASE_PORT + i)) -nats "nats://127.0.0.1:$NATS_PORT" -node-id "node$i" "${profiler[@]}"
     node_pids+=("$node_pid")
     node_ports+=($((BASE_PORT + i)))
   done
