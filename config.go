@@ -33,6 +33,11 @@ type Config struct {
 	PprofAddr       string // empty = no profiler
 	LogLevel        slog.Level
 
+	// TLS (tls.go): both files or neither; with them -addr serves HTTPS
+	// and WSS.
+	TLSCert string
+	TLSKey  string
+
 	// History (history.go): per room, by age, over all rooms.
 	HistorySize     int
 	HistoryTTL      time.Duration
@@ -124,6 +129,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&origins, "allowed-origins", "", "extra Origin host patterns for browsers (comma list)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful shutdown bound")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS and WSS on -addr; needs -tls-key; re-read on SIGHUP")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of -tls-cert")
 	fs.IntVar(&cfg.HistorySize, "history-size", cfg.HistorySize, "room messages and publishes kept per room for history and recovery; 0 = no history")
 	fs.DurationVar(&cfg.HistoryTTL, "history-ttl", cfg.HistoryTTL, "how long each kept message is kept")
 	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", cfg.HistoryMaxBytes, "bytes kept over all rooms together; past it the oldest go first")
@@ -237,6 +244,9 @@ func validateConfig(cfg Config) error {
 	}
 	if cfg.StreamStorage != "memory" && cfg.StreamStorage != "file" {
 		return fmt.Errorf("invalid value %q for flag -stream-storage: want memory or file", cfg.StreamStorage)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return errors.New("flags -tls-cert and -tls-key go together: set both or neither")
 	}
 	if err := validateTokenFlags(cfg); err != nil {
 		return err

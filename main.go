@@ -65,12 +65,21 @@ type switchboard struct {
 	factory *SessionFactory
 	auth    authenticator
 	cluster *clusterLink // nil on a single node
+	cert    *certificate // nil without -tls-cert
 	handler http.Handler
 }
 
 // newSwitchboard builds a server; with -nats it also joins the cluster,
 // which fails when the broker cannot be reached or the node id is taken.
 func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchboard, error) {
+	var cert *certificate
+	if cfg.TLSCert != "" {
+		c, err := loadCertificate(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, err
+		}
+		cert = c
+	}
 	auth, err := newAuthenticator(cfg, log)
 	if err != nil {
 		return nil, err
@@ -99,7 +108,7 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	(&api{hub: hub, cluster: link, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
 	registerWebRoutes(mux)
-	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, auth: auth, cluster: link, handler: mux}, nil
+	return &switchboard{cfg: cfg, log: log, hub: hub, factory: factory, auth: auth, cluster: link, cert: cert, handler: mux}, nil
 }
 
 // fillTimeout bounds how long a starting cluster node reads the stream
@@ -120,6 +129,14 @@ func (sb *switchboard) waitFilled(ctx context.Context) error {
 // settleTimeout bounds how long a stopping cluster node waits for its own
 // messages to come back from the broker before closing its sessions.
 const settleTimeout = 2 * time.Second
+
+// listen serves HTTP on ln, or HTTPS (HTTP/2 and HTTP/1.1) with -tls-cert.
+func (sb *switchboard) listen(srv *http.Server, ln net.Listener) error {
+	if sb.cert != nil {
+		return srv.ServeTLS(ln, "", "") // the certificate comes from srv.TLSConfig
+	}
+	return srv.Serve(ln)
+}
 
 // serve runs the hub and the HTTP server on ln until ctx ends, then shuts
 // down within -shutdown-timeout: stop accepting, stop the hub taking new
@@ -150,12 +167,16 @@ func (sb *switchboard) serve(ctx context.Context, ln net.Listener) error {
 	if sb.cfg.PprofAddr != "" {
 		g.Go(func() error { return servePprof(gctx, sb.cfg.PprofAddr, sb.log) })
 	}
+	if sb.cert != nil {
+		srv.TLSConfig = sb.cert.tlsConfig()
+		g.Go(func() error { sb.cert.reloadOnHangup(gctx, sb.log); return nil })
+	}
 	g.Go(func() error {
 		if err := sb.waitFilled(gctx); err != nil {
 			sb.log.Warn("listening before the history is filled from the stream", "err", err)
 		}
-		sb.log.Info("switchboard listening", "addr", ln.Addr().String())
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		sb.log.Info("switchboard listening", "addr", ln.Addr().String(), "tls", sb.cert != nil)
+		if err := sb.listen(srv, ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
 		return nil
