@@ -38,6 +38,10 @@ type Config struct {
 	TLSCert string
 	TLSKey  string
 
+	// Compression turns on permessage-deflate for clients that offer it
+	// (compression.go).
+	Compression bool
+
 	// History (history.go): per room, by age, over all rooms.
 	HistorySize     int
 	HistoryTTL      time.Duration
@@ -131,6 +135,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty = off")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS and WSS on -addr; needs -tls-key; re-read on SIGHUP")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key file of -tls-cert")
+	fs.BoolVar(&cfg.Compression, "compression", false, "negotiate permessage-deflate with clients that offer it (no context takeover; messages from 512 bytes)")
 	fs.IntVar(&cfg.HistorySize, "history-size", cfg.HistorySize, "room messages and publishes kept per room for history and recovery; 0 = no history")
 	fs.DurationVar(&cfg.HistoryTTL, "history-ttl", cfg.HistoryTTL, "how long each kept message is kept")
 	fs.Int64Var(&cfg.HistoryMaxBytes, "history-max-bytes", cfg.HistoryMaxBytes, "bytes kept over all rooms together; past it the oldest go first")

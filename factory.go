@@ -67,8 +67,9 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	upgrade := &smallBufferWriter{ResponseWriter: w, writeTimeout: f.cfg.WriteTimeout}
 	conn, err := websocket.Accept(upgrade, r, &websocket.AcceptOptions{
-		Subprotocols:   []string{jsonSubprotocol},
-		OriginPatterns: f.cfg.AllowedOrigins,
+		Subprotocols:    []string{jsonSubprotocol},
+		OriginPatterns:  f.cfg.AllowedOrigins,
+		CompressionMode: compressionMode(f.cfg.Compression),
 	})
 	if err != nil {
 		// Accept has answered the request already (400, 403, 426...).

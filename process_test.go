@@ -310,6 +310,8 @@ func TestBadOptionsExit(t *testing.T) {
 		{[]string{"-node-id", "a.b"}, "", "-node-id"},
 		{nil, "SWITCHBOARD_NODE_ID=" + strings.Repeat("n", 65), "-node-id"},
 		{[]string{"-stream-storage", "disk"}, "", "-stream-storage"},
+		{nil, "SWITCHBOARD_COMPRESSION=maybe", "-compression"},
+		{[]string{"-compression=sometimes"}, "", "-compression"},
 		{[]string{"-stream-max-age", "0s"}, "", "-stream-max-age"},
 		{[]string{"-stream-max-bytes", "0"}, "", "-stream-max-bytes"},
 		{[]string{"-history-size", "-1"}, "", "-history-size"},

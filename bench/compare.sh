@@ -205,7 +205,14 @@ cat "$results" "$work/big.jsonl" 2>/dev/null >"$root/bench/results.jsonl" || tru
     cat "$work/big.jsonl"
     echo '```'
   fi
-  # The last cluster report (bench/cluster.sh) stays at the end.
+  # The last compression report (bench/compression.sh), then the last
+  # cluster report (bench/cluster.sh), stay at the end.
+  if [ -f "$root/bench/compression.md" ]; then
+    echo
+    echo '<!-- bench/compression.sh -->'
+    echo
+    cat "$root/bench/compression.md"
+  fi
   if [ -f "$root/bench/cluster.md" ]; then
     echo
     echo '<!-- bench/cluster.sh -->'

@@ -29,7 +29,10 @@ type runEnv struct {
 	sources    []*http.Client // one per source address; connection i uses sources[i%len]
 	probe      serverProbe    // server CPU/RSS readings (-pid)
 	dialConc   int            // handshakes in flight at most
-	progress   *progressSink  // where live progress lines go; nil for none
+	// compression makes every connection offer permessage-deflate
+	// (-compression), as browsers do.
+	compression bool
+	progress    *progressSink // where live progress lines go; nil for none
 }
 
 // sourceClients builds one HTTP client per source address 127.0.0.1 ..
@@ -57,6 +60,11 @@ func sourceClients(n int) []*http.Client {
 func (e *runEnv) dial(ctx context.Context, index int, spec dialSpec) (*websocket.Conn, error) {
 	opts := e.target.DialOptions(spec.uid)
 	opts.HTTPClient = e.sources[index%len(e.sources)]
+	if e.compression {
+		// Offer context takeover, the most a client can; the server
+		// answers with what it does.
+		opts.CompressionMode = websocket.CompressionContextTakeover
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	conn, _, err := websocket.Dial(dctx, spec.url, opts)

@@ -18,12 +18,17 @@ import (
 // text message a client sends goes to every connected client, the sender
 // included, each through its own queue and writer goroutine.
 type broadcastServer struct {
-	mu      sync.Mutex
-	clients map[chan []byte]bool
+	mu       sync.Mutex
+	clients  map[chan []byte]bool
+	compress bool // negotiate permessage-deflate with clients that offer it
 }
 
 func (s *broadcastServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	conn, err := websocket.Accept(w, r, nil)
+	opts := &websocket.AcceptOptions{}
+	if s.compress {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	conn, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		return
 	}
@@ -196,5 +201,31 @@ func TestIdleConnectionsAnswerPingsWhileDialing(t *testing.T) {
 	}
 	if res.Opened != 20 || res.Dropped != 0 {
 		t.Fatalf("opened %d, dropped %d (%s); want 20 held", res.Opened, res.Dropped, res.DropReason)
+	}
+}
+
+// With -compression the connections offer permessage-deflate; against a
+// server that takes it, the bytes it writes per delivery (wchar of the
+// process, which here is the test itself) fall far below the payload.
+func TestFanoutCompressionShowsOnTheWire(t *testing.T) {
+	perDelivery := func(compress bool) float64 {
+		srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]bool{}, compress: compress})
+		defer srv.Close()
+		env := testEnv("ws" + strings.TrimPrefix(srv.URL, "http") + "/ws")
+		env.compression = compress
+		env.probe = serverProbe{pid: os.Getpid()}
+		cfg := fanoutConfig{Receivers: 4, Senders: 2, Rate: 50, Duration: time.Second, Drain: 2 * time.Second, Payload: 4000}
+		res, err := runFanout(context.Background(), env, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Delivered != 600 || res.ServerBytesPerDeliv == nil {
+			t.Fatalf("compress %v: delivered %d, bytes per delivery %v", compress, res.Delivered, res.ServerBytesPerDeliv)
+		}
+		return *res.ServerBytesPerDeliv
+	}
+	plain, deflated := perDelivery(false), perDelivery(true)
+	if plain < 4000 || deflated > plain/4 {
+		t.Fatalf("bytes written per delivery: %.0f plain, %.0f deflated, for 4000-byte payloads", plain, deflated)
 	}
 }

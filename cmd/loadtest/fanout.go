@@ -54,6 +54,10 @@ type FanoutResult struct {
 	// ServerCPUPerMillion is server CPU seconds per million deliveries:
 	// the cost of delivery, comparable across rates and targets.
 	ServerCPUPerMillion *float64 `json:"server_cpu_s_per_million,omitempty"`
+	// ServerWrittenBytes is what the server wrote (wchar) during the run;
+	// per delivery, it shows what compression saves on the wire.
+	ServerWrittenBytes  *int64   `json:"server_written_bytes,omitempty"`
+	ServerBytesPerDeliv *float64 `json:"server_bytes_per_delivery,omitempty"`
 	ServerRSSBytes      *int64   `json:"server_rss_bytes,omitempty"`
 	GeneratorCPUSeconds float64  `json:"generator_cpu_s"`
 }
@@ -143,7 +147,7 @@ func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResul
 		return nil, err
 	}
 
-	cpu0, gen0 := env.probe.cpu(), selfCPUSeconds()
+	cpu0, gen0, written0 := env.probe.cpu(), selfCPUSeconds(), env.probe.written()
 	start := time.Now()
 	prog = startProgress(env.progress, f.progressLine)
 	f.sendAll(ctx, senders, start)
@@ -154,7 +158,7 @@ func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResul
 		// An interrupted run is no result: never report it as one.
 		return nil, fmt.Errorf("fanout interrupted: %w", err)
 	}
-	cpu1, gen1, rss := env.probe.cpu(), selfCPUSeconds(), env.probe.rss()
+	cpu1, gen1, rss, written1 := env.probe.cpu(), selfCPUSeconds(), env.probe.rss(), env.probe.written()
 
 	dropped := closeAll(f.clients)
 	closed = true
@@ -165,6 +169,14 @@ func runFanout(ctx context.Context, env *runEnv, cfg fanoutConfig) (*FanoutResul
 	if res.ServerCPUSeconds != nil && res.Delivered > 0 {
 		per := *res.ServerCPUSeconds / (float64(res.Delivered) / 1e6)
 		res.ServerCPUPerMillion = &per
+	}
+	if written0 != nil && written1 != nil {
+		w := *written1 - *written0
+		res.ServerWrittenBytes = &w
+		if res.Delivered > 0 {
+			per := float64(w) / float64(res.Delivered)
+			res.ServerBytesPerDeliv = &per
+		}
 	}
 	return res, nil
 }

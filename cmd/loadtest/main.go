@@ -49,6 +49,7 @@ type Record struct {
 	Sources         int           `json:"sources"`
 	DialConcurrency int           `json:"dial_concurrency"`
 	Auth            string        `json:"auth,omitempty"`
+	Compression     bool          `json:"compression,omitempty"` // clients offered permessage-deflate
 	PID             int           `json:"pid,omitempty"`
 	Idle            *IdleResult   `json:"idle,omitempty"`
 	Fanout          *FanoutResult `json:"fanout,omitempty"`
@@ -76,6 +77,7 @@ type options struct {
 	reach        reachConfig
 	rates        []int
 	stepDuration time.Duration
+	compression  bool          // clients offer permessage-deflate
 	tokenSecret  string        // token mode when set
 	tokenTTL     time.Duration // token mode: exp = mint time + tokenTTL; 0 = no exp
 	// Worker mode (hidden): this process is a child of an idle run.
@@ -143,12 +145,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // env builds the connection environment the scenarios share.
 func (o *options) env() *runEnv {
 	e := &runEnv{
-		target:     o.target,
-		urls:       roomURLs(o.target, o.baseURLs, o.room),
-		senderURLs: roomURLs(o.target, o.senderURLs, o.room),
-		sources:    sourceClients(o.sources),
-		probe:      serverProbe{pid: o.pid},
-		dialConc:   o.dialConc,
+		target:      o.target,
+		urls:        roomURLs(o.target, o.baseURLs, o.room),
+		senderURLs:  roomURLs(o.target, o.senderURLs, o.room),
+		sources:     sourceClients(o.sources),
+		probe:       serverProbe{pid: o.pid},
+		dialConc:    o.dialConc,
+		compression: o.compression,
 	}
 	if !o.quiet && !o.workerIdle {
 		e.progress = newProgressSink(os.Stderr)
@@ -182,6 +185,7 @@ func runScenario(ctx context.Context, env *runEnv, o *options) (*Record, error) 
 	if o.tokenSecret != "" {
 		rec.Auth = "token"
 	}
+	rec.Compression = o.compression
 	var err error
 	switch o.scenario {
 	case "idle":
@@ -225,6 +229,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.scenario, "scenario", "fanout", "idle|fanout|ladder|storm|reach")
 	fs.IntVar(&o.pid, "pid", 0, "server pid, for its CPU seconds and RSS (optional)")
 	fs.IntVar(&o.sources, "sources", 1, "spread connections over source addresses 127.0.0.1..127.0.0.N")
+	fs.BoolVar(&o.compression, "compression", false, "every connection offers permessage-deflate (as browsers do); the server decides")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 64, "handshakes in flight at most (storm's reconnect: see -reconnect-concurrency)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress lines on stderr")
 	fs.StringVar(&o.md, "md", "", "append a markdown section for this run to this file")
@@ -283,6 +288,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	o.idle.WorkerArgs = []string{"-target", targetName, "-url", o.rawURLs, "-room", o.room,
 		"-sources", strconv.Itoa(o.sources)}
+	if o.compression {
+		o.idle.WorkerArgs = append(o.idle.WorkerArgs, "-compression")
+	}
 	if o.tokenSecret != "" {
 		tt, ok := o.target.(tokenTarget)
 		if !ok {

@@ -123,6 +123,35 @@ func reading[T any](pid int, read func(int) (T, error)) *T {
 	return &v
 }
 
+// written returns the bytes the server has handed to write(2) and its
+// kin (wchar in /proc/PID/io), sockets included, or nil.
+func (p serverProbe) written() *int64 { return reading(p.pid, serverWrittenBytes) }
+
+// serverWrittenBytes reads wchar from /proc/PID/io: for a server that
+// writes only to its sockets and a little to its log, the bytes it put
+// on the wire (TCP and IP headers aside).
+func serverWrittenBytes(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read io of pid %d: %w", pid, err)
+	}
+	return parseWchar(raw)
+}
+
+// parseWchar extracts the wchar line of /proc/PID/io.
+func parseWchar(raw []byte) (int64, error) {
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "wchar:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse wchar %q: %w", rest, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("no wchar in /proc io")
+}
+
 // cpuDelta subtracts two optional CPU readings.
 func cpuDelta(before, after *float64) *float64 {
 	if before == nil || after == nil {

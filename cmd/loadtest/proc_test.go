@@ -26,6 +26,9 @@ func TestReadOwnProcess(t *testing.T) {
 	if _, err := serverCPUSeconds(pid); err != nil {
 		t.Fatal(err)
 	}
+	if w, err := serverWrittenBytes(pid); err != nil || w < 0 {
+		t.Fatalf("written = %d, %v", w, err)
+	}
 	if p := (serverProbe{}); p.cpu() != nil || p.rss() != nil {
 		t.Fatal("readings without a pid")
 	}
