@@ -83,7 +83,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
 	}
-	s := f.newSession(conn, upgrade.out, id, room)
+	s := f.newWebSocketSession(conn, upgrade.out, id, room)
 	s.debug("session started")
 	started = true
 	go func() {
@@ -137,7 +137,8 @@ func firstNonEmpty(values ...string) string {
 	return ""
 }
 
-func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, id identity, room string) *UserSession {
+// newWebSocketSession builds the session of an upgraded connection.
+func (f *SessionFactory) newWebSocketSession(conn *websocket.Conn, out *heldWriter, id identity, room string) *UserSession {
 	// The size limit is enforced by UserSession.read with our own close
 	// reason, so the library's own limit is off.
 	conn.SetReadLimit(-1)
@@ -145,13 +146,17 @@ func (f *SessionFactory) newSession(conn *websocket.Conn, out *heldWriter, id id
 	if conn.Subprotocol() == jsonSubprotocol {
 		mode = modeJSON
 	}
+	return f.newSession(&wsTransport{conn: conn, out: out}, mode, id, room)
+}
+
+// newSession builds a session on any transport.
+func (f *SessionFactory) newSession(client transport, mode clientMode, id identity, room string) *UserSession {
 	s := &UserSession{
 		id: newSessionID(), uid: id.uid, room: room, mode: mode,
-		auth:  f.auth,
-		conn:  conn,
-		out:   out,
-		queue: newOutboundQueue(f.cfg.MaxQueueBytes),
-		hub:   f.hub,
+		auth:   f.auth,
+		client: client,
+		queue:  newOutboundQueue(f.cfg.MaxQueueBytes),
+		hub:    f.hub,
 		limits: sessionLimits{
 			pingInterval:    f.cfg.PingInterval,
 			pongTimeout:     f.cfg.PongTimeout,

@@ -105,6 +105,8 @@ func newSwitchboard(ctx context.Context, cfg Config, log *slog.Logger) (*switchb
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", factory)
 	mux.Handle("GET /ws/{room}", factory)
+	mux.HandleFunc("GET /sse", factory.serveSSE)
+	mux.HandleFunc("GET /sse/{room}", factory.serveSSE)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
 	(&api{hub: hub, cluster: link, apiKey: cfg.APIKey, maxMessageBytes: cfg.MaxMessageBytes}).routes(mux)
 	registerWebRoutes(mux)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -37,8 +34,7 @@ type UserSession struct {
 	room string
 	mode clientMode
 
-	conn    *websocket.Conn
-	out     *heldWriter // under conn: one system call per batch
+	client  transport // the WebSocket, or an SSE stream
 	queue   *outboundQueue
 	hub     *WebSocketServer
 	auth    authenticator // checks the tokens of refreshes
@@ -172,13 +168,7 @@ func (s *UserSession) debug(msg string, args ...any) {
 	}
 }
 
-func (s *UserSession) close(status closeStatus) {
-	if status.code == 0 {
-		_ = s.conn.CloseNow()
-		return
-	}
-	_ = s.conn.Close(status.code, status.reason)
-}
+func (s *UserSession) close(status closeStatus) { s.client.close(status) }
 
 // readLoop reads client messages until the connection fails or stop is
 // closed. It is the only reader of the connection, which also answers the
@@ -186,7 +176,7 @@ func (s *UserSession) close(status closeStatus) {
 func (s *UserSession) readLoop(stop <-chan struct{}, out chan<- inbound) {
 	defer s.goroutines.Done()
 	for {
-		kind, data, err := s.read(context.Background())
+		kind, data, err := s.client.read(s.limits.maxMessageBytes)
 		select {
 		case out <- inbound{kind: kind, data: data, err: err}:
 		case <-stop:
@@ -196,23 +186,6 @@ func (s *UserSession) readLoop(stop <-chan struct{}, out chan<- inbound) {
 			return
 		}
 	}
-}
-
-// read reads one message, refusing one over the size limit without reading
-// all of it.
-func (s *UserSession) read(ctx context.Context) (websocket.MessageType, []byte, error) {
-	kind, r, err := s.conn.Reader(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	data, err := io.ReadAll(io.LimitReader(r, s.limits.maxMessageBytes+1))
-	if err != nil {
-		return 0, nil, err
-	}
-	if int64(len(data)) > s.limits.maxMessageBytes {
-		return 0, nil, errMessageTooBig
-	}
-	return kind, data, nil
 }
 
 // loop is the session's select loop; it returns how the session must end.
@@ -302,7 +275,7 @@ func (s *UserSession) ping(result chan<- error) {
 	defer s.goroutines.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), s.limits.pongTimeout)
 	defer cancel()
-	result <- s.conn.Ping(ctx)
+	result <- s.client.ping(ctx)
 }
 
 func (s *UserSession) readFailed(err error) closeStatus {
@@ -389,15 +362,6 @@ func (s *UserSession) submit(ctx context.Context, cmd command) (closeStatus, boo
 	return closeStatus{}, false
 }
 
-// batchBuffers recycles the buffers that join several text events into one
-// message, so an idle session holds none.
-var batchBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxBatchBytes caps a message of joined events, so that clients with a
-// modest read limit (coder/websocket's default is 32 KiB) can take it. The
-// cap costs no system calls: a whole flush is one write (heldWriter).
-const maxBatchBytes = 16 << 10
-
 // flush writes everything queued in one system call. Consecutive text events
 // go out joined by "\n" (PROTOCOL.md, Framing) in messages of up to
 // maxBatchBytes; binary frames go out as messages of their own.
@@ -409,7 +373,7 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		s.logger().Info("slow consumer, closing")
 		return batch[:0], closeSlowConsumer, true
 	}
-	err := s.writeAll(batch)
+	err := s.client.writeFrames(batch)
 	clear(batch) // drop references to frames shared with other sessions
 	if err != nil {
 		s.debug("write failed", "err", err)
@@ -419,61 +383,4 @@ func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus
 		return batch[:0], *end, true
 	}
 	return batch[:0], closeStatus{}, false
-}
-
-// writeAll renders frames as messages into the held buffer and sends them
-// with one system call at release.
-func (s *UserSession) writeAll(frames []outboundFrame) error {
-	s.out.hold()
-	var err error
-	for start := 0; start < len(frames) && err == nil; {
-		end := messageEnd(frames, start)
-		err = s.write(frames[start:end])
-		start = end
-	}
-	if releaseErr := s.out.release(); err == nil {
-		err = releaseErr
-	}
-	return err
-}
-
-// messageEnd says where the message that starts at frames[start] ends: a
-// binary frame alone, or a run of text events up to maxBatchBytes.
-func messageEnd(frames []outboundFrame, start int) int {
-	end := start + 1
-	if frames[start].binary {
-		return end
-	}
-	size := len(frames[start].data)
-	for end < len(frames) && !frames[end].binary && size+1+len(frames[end].data) <= maxBatchBytes {
-		size += 1 + len(frames[end].data)
-		end++
-	}
-	return end
-}
-
-// write renders frames as one WebSocket message. It goes into the held
-// buffer (see heldWriter); the socket write and its timeout come at release.
-func (s *UserSession) write(frames []outboundFrame) error {
-	ctx := context.Background()
-	if len(frames) == 1 {
-		kind := websocket.MessageText
-		if frames[0].binary {
-			kind = websocket.MessageBinary
-		}
-		return s.conn.Write(ctx, kind, frames[0].data)
-	}
-	buf := batchBuffers.Get().(*bytes.Buffer)
-	defer batchBuffers.Put(buf)
-	buf.Reset()
-	for i, f := range frames {
-		if i > 0 {
-			buf.WriteByte('\n')
-		}
-		buf.Write(f.data)
-	}
-	if err := s.conn.Write(ctx, websocket.MessageText, buf.Bytes()); err != nil {
-		return fmt.Errorf("write batch of %d: %w", len(frames), err)
-	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -150,6 +151,19 @@ func TestTLS(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || resp.Proto != "HTTP/2.0" {
 			t.Fatalf("GET %s: %s over %s, want 200 over HTTP/2.0", path, resp.Status, resp.Proto)
 		}
+	}
+	// An event stream over HTTP/2.
+	stream, err := h2.Get("https://" + p.addr + "/sse/lobby?uid=dash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stream.Body).ReadString('\n')
+	stream.Body.Close()
+	if stream.Proto != "HTTP/2.0" || line != "event: welcome\n" {
+		t.Fatalf("SSE over TLS: %s, first line %q", stream.Proto, line)
+	}
+	for _, c := range []*testClient{alice, bob} {
+		c.expect("[server]: UID dash joined lobby", "[server]: UID dash left lobby")
 	}
 	// Plain HTTP on the TLS port is not served.
 	if resp, err := http.Get("http://" + p.addr + "/healthcheck"); err == nil {

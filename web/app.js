@@ -1,7 +1,9 @@
 // switchboard web client: plain JavaScript, no build step. It speaks the
 // JSON subprotocol of PROTOCOL.md over ws(s)://<this host>/ws/<room>?uid=<uid>,
 // or ?token=<JWT> when the user gives a token (token mode: the uid is the
-// token's sub, learnt from the welcome).
+// token's sub, learnt from the welcome). With "listen only" ticked it
+// listens over Server-Sent Events instead (/sse/<room>, an EventSource),
+// the same events, without sending.
 "use strict";
 
 (function () {
@@ -14,13 +16,14 @@
 
   const $ = (id) => document.getElementById(id);
   const el = {
-    login: $("login"), uid: $("uid"), room: $("room"), token: $("token"),
+    login: $("login"), uid: $("uid"), room: $("room"), token: $("token"), sse: $("sse"),
     connect: $("connect"), disconnect: $("disconnect"), state: $("state"), expires: $("expires"),
     log: $("log"), composer: $("composer"), input: $("input"), send: $("send"),
     online: $("online"), onlineCount: $("online-count"),
   };
 
-  let ws = null;            // the current socket, or null
+  let ws = null;            // the current socket (or EventSource), or null
+  let listenOnly = false;   // the current connection is an SSE stream
   let me = "";              // uid of the current connection
   let room = "";            // room of the current connection
   let token = "";           // token of the current connection, "" without one
@@ -92,9 +95,10 @@
     el.uid.disabled = busy;
     el.room.disabled = busy;
     el.token.disabled = busy;
+    el.sse.disabled = busy;
     el.disconnect.disabled = !(busy || state === "reconnecting");
-    el.input.disabled = !live;
-    el.send.disabled = !live;
+    el.input.disabled = !live || listenOnly;
+    el.send.disabled = !live || listenOnly;
   }
 
   function wsURL(uid, roomName, tok, since) {
@@ -104,10 +108,17 @@
       (since ? "&since=" + since : "");
   }
 
+  function sseURL(uid, roomName, tok, since) {
+    return "/sse/" + encodeURIComponent(roomName) +
+      (tok ? "?token=" + encodeURIComponent(tok) : "?uid=" + encodeURIComponent(uid)) +
+      (since ? "&since=" + since : "");
+  }
+
   // connectedText is the state line of a live connection. In token mode the
   // uid is known only once the welcome has come.
   function connectedText() {
-    return "connected to " + room + (me ? " as " + me : "") + (token && !me ? " with a token" : "");
+    return "connected to " + room + (me ? " as " + me : "") + (token && !me ? " with a token" : "") +
+      (listenOnly ? ", listening over SSE" : "");
   }
 
   // setExpires shows when the connection's token expires (an RFC 3339 time
@@ -160,6 +171,11 @@
     connJoin = !reconnect;
     connSince = reconnect ? lastSeq : 0;
 
+    listenOnly = el.sse.checked;
+    if (listenOnly) {
+      openStream();
+      return;
+    }
     let sock;
     try {
       sock = new WebSocket(wsURL(me, room, token, connSince), SUBPROTOCOL);
@@ -206,6 +222,54 @@
     };
   }
 
+  // The events a stream carries, each named by its type (PROTOCOL.md's
+  // JSON events; "close" ends the stream).
+  const STREAM_EVENTS = ["welcome", "joined", "left", "message", "publish", "direct", "presence", "refreshed", "error"];
+
+  // openStream listens to the room over SSE. A stream the server ended
+  // ("event: close") is reconnected by the page's own backoff, like a
+  // socket; a lost connection is reconnected by the browser itself, which
+  // sends Last-Event-ID so the server replays what was missed.
+  function openStream() {
+    const source = new EventSource(sseURL(me, room, token, connSince));
+    ws = source;
+    source.onopen = () => {
+      if (source !== ws) return;
+      setState("connected", connectedText());
+    };
+    for (const name of STREAM_EVENTS) {
+      source.addEventListener(name, (e) => {
+        if (source !== ws) return;
+        try {
+          handle(JSON.parse(e.data));
+        } catch (err) {
+          addEntry("error", { text: "unreadable event: " + e.data });
+        }
+      });
+    }
+    source.addEventListener("close", (e) => {
+      if (source !== ws) return;
+      source.close();
+      ws = null;
+      let c = { code: 1006, reason: "" };
+      try { c = JSON.parse(e.data); } catch (err) { /* keep 1006 */ }
+      closed(c.code, c.reason);
+    });
+    source.onerror = () => {
+      if (source !== ws) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused before the stream started (an HTTP error): the
+        // browser gives up, and so does the page.
+        ws = null;
+        wantConnected = false;
+        addEntry("error", { text: "the stream was refused (check the uid, room or token)" });
+        setState("closed", "stream refused", { code: 0, reason: "refused" });
+        return;
+      }
+      setState("reconnecting", "connection lost — the browser reconnects by itself");
+    };
+  }
+
   function closed(code, reason) {
     setOnline([]);
     const what = "closed " + code + (reason ? ": " + reason : code === 1006 ? ": connection lost" : "");
@@ -231,7 +295,12 @@
     wantConnected = false;
     clearTimeout(retryTimer);
     retryTimer = null;
-    if (ws) {
+    if (ws && listenOnly) {
+      ws.close(); // an EventSource says nothing when closed by the page
+      ws = null;
+      addEntry("system", { text: "disconnected" });
+      setState("disconnected", "disconnected");
+    } else if (ws) {
       ws.close(1000, "bye"); // onclose reports "disconnected"
     } else {
       setState("disconnected");
@@ -239,6 +308,9 @@
   }
 
   function send(obj) {
+    if (listenOnly) {
+      return false; // a stream cannot send; the composer is disabled
+    }
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       addEntry("error", { text: "not connected" });
       return false;
@@ -317,6 +389,13 @@
   //    it keeps, quietly after the welcome.
   // With recovered:true the missed events simply follow as live ones.
   function welcomed(ev, welcomeLine) {
+    if (listenOnly) {
+      // A stream cannot ask for history; it recovers with since and
+      // Last-Event-ID, and what it cannot recover it says.
+      gaps = [];
+      if (connSince && ev.recovered === false) addEntry("missed", { text: "some messages were missed" });
+      return;
+    }
     let limit = JOIN_HISTORY;
     if (connJoin) {
       openGap(addEntry("divider", { text: "new messages" }), true);

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// sseTransport is a listen-only session over Server-Sent Events: every
+// event is the JSON mode's object, written as
+//
+//	event: <type>
+//	id: <seq>          (when the event has one)
+//	data: <the object>
+//
+// followed by a blank line. The session's end is a last "event: close"
+// with the WebSocket close code and reason as data. The handler that owns
+// the stream runs the session and returns when it ends.
+type sseTransport struct {
+	mu           sync.Mutex // one writer at a time: batches and pings
+	w            http.ResponseWriter
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+	buf          bytes.Buffer // under mu, reused for every write
+
+	gone   <-chan struct{} // the request's context: the client left
+	closed chan struct{}   // closed by close
+	once   sync.Once
+}
+
+// errStreamEnded is what read returns once the stream is over.
+var errStreamEnded = errors.New("event stream ended")
+
+func newSSETransport(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) *sseTransport {
+	return &sseTransport{
+		w: w, rc: http.NewResponseController(w), writeTimeout: writeTimeout,
+		gone: r.Context().Done(), closed: make(chan struct{}),
+	}
+}
+
+// read never returns a message: a stream cannot send. It returns when the
+// client goes away or the session closes the stream.
+func (t *sseTransport) read(int64) (websocket.MessageType, []byte, error) {
+	select {
+	case <-t.gone:
+	case <-t.closed:
+	}
+	return 0, nil, errStreamEnded
+}
+
+// sseEventHead is what an event's header lines are made of.
+type sseEventHead struct {
+	Type string      `json:"type"`
+	Seq  json.Number `json:"seq"`
+}
+
+// writeFrames writes the batch as events, in one write and one flush.
+// Binary frames (relayed binary client messages) have no JSON form and
+// are not sent on a stream.
+func (t *sseTransport) writeFrames(frames []outboundFrame) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Reset()
+	for _, f := range frames {
+		if f.binary {
+			continue
+		}
+		if err := appendSSEEvent(&t.buf, f.data); err != nil {
+			return err
+		}
+	}
+	return t.send()
+}
+
+// appendSSEEvent writes one JSON event as an SSE event. The object is
+// compact JSON, so it is one line: one data line carries it.
+func appendSSEEvent(b *bytes.Buffer, event []byte) error {
+	var head sseEventHead
+	if err := json.Unmarshal(event, &head); err != nil {
+		return fmt.Errorf("sse: event without a type: %w", err)
+	}
+	b.WriteString("event: ")
+	b.WriteString(head.Type)
+	b.WriteByte('\n')
+	if head.Seq != "" {
+		b.WriteString("id: ")
+		b.WriteString(head.Seq.String())
+		b.WriteByte('\n')
+	}
+	b.WriteString("data: ")
+	b.Write(bytes.TrimSpace(event))
+	b.WriteString("\n\n")
+	return nil
+}
+
+// send writes the buffer and flushes it within the write timeout. The
+// caller holds mu.
+func (t *sseTransport) send() error {
+	if t.buf.Len() == 0 {
+		return nil
+	}
+	_ = t.rc.SetWriteDeadline(time.Now().Add(t.writeTimeout))
+	defer t.rc.SetWriteDeadline(time.Time{})
+	if _, err := t.w.Write(t.buf.Bytes()); err != nil {
+		return fmt.Errorf("sse write: %w", err)
+	}
+	if err := t.rc.Flush(); err != nil {
+		return fmt.Errorf("sse flush: %w", err)
+	}
+	return nil
+}
+
+// ping writes a comment line, which EventSource ignores and which keeps
+// proxies from closing a quiet stream.
+func (t *sseTransport) ping(context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Reset()
+	t.buf.WriteString(": ping\n\n")
+	return t.send()
+}
+
+// close ends the stream: with a status, after a last "event: close"
+// carrying its code and reason.
+func (t *sseTransport) close(status closeStatus) {
+	t.once.Do(func() {
+		if status.code != 0 {
+			t.mu.Lock()
+			t.buf.Reset()
+			t.buf.WriteString("event: close\ndata: {\"code\":")
+			t.buf.WriteString(strconv.Itoa(int(status.code)))
+			t.buf.WriteString(",\"reason\":")
+			reason, _ := json.Marshal(status.reason)
+			t.buf.Write(reason)
+			t.buf.WriteString("}\n\n")
+			_ = t.send()
+			t.mu.Unlock()
+		}
+		close(t.closed)
+	})
+}
