@@ -78,7 +78,7 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// After Accept, so a request it refuses (a foreign Origin) costs no
 	// token check.
-	id, room, recover, problem := f.identify(r, conn.Subprotocol() == jsonSubprotocol)
+	id, room, recover, problem := f.identify(r, conn.Subprotocol() == jsonSubprotocol, false)
 	if problem != "" {
 		_ = conn.Close(websocket.StatusPolicyViolation, problem)
 		return
@@ -96,8 +96,10 @@ func (f *SessionFactory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reason of PROTOCOL.md when something is wrong: who it is comes first,
 // then the room's name, then whether the identity may join it, then (JSON
 // mode only; text mode ignores it) ?since=. An empty header or query value
-// counts as absent.
-func (f *SessionFactory) identify(r *http.Request, jsonMode bool) (id identity, room string, recover recovery, problem string) {
+// counts as absent. On an event stream the Last-Event-ID header, which
+// EventSource sends by itself when it reconnects, is newer than any
+// ?since= in the URL it reconnects to, so it wins.
+func (f *SessionFactory) identify(r *http.Request, jsonMode, stream bool) (id identity, room string, recover recovery, problem string) {
 	query := r.URL.Query() // parsed once: handshakes come at a high rate
 	id, problem = f.auth.identify(r.Header, query)
 	if problem != "" {
@@ -109,6 +111,8 @@ func (f *SessionFactory) identify(r *http.Request, jsonMode bool) (id identity, 
 		return id, room, recover, reasonRoomInvalid
 	case !id.mayJoin(room):
 		return id, room, recover, reasonRoomForbidden
+	case stream:
+		recover, problem = readSince(firstNonEmpty(r.Header.Get("Last-Event-ID"), query.Get("since")))
 	case jsonMode:
 		recover, problem = readSince(query.Get("since"))
 	}
@@ -139,7 +143,7 @@ func firstNonEmpty(values ...string) string {
 
 // newWebSocketSession builds the session of an upgraded connection.
 func (f *SessionFactory) newWebSocketSession(conn *websocket.Conn, out *heldWriter, id identity, room string) *UserSession {
-	// The size limit is enforced by UserSession.read with our own close
+	// The size limit is enforced by wsTransport.read with our own close
 	// reason, so the library's own limit is off.
 	conn.SetReadLimit(-1)
 	mode := modeText

@@ -21,11 +21,12 @@ type sessionLimits struct {
 	batchWindow     time.Duration // least time between two writes to one client
 }
 
-// UserSession is one WebSocket connection's life: from the hub's welcome to
-// its unregistration, which happens exactly once whichever way it ends.
+// UserSession is one connection's life (a WebSocket, or an SSE stream, see
+// transport.go): from the hub's welcome to its unregistration, which happens
+// exactly once whichever way it ends.
 //
-// Two goroutines serve it. The reader only reads the socket and hands each
-// message over. The session loop (Run) owns everything else: it selects over
+// Two goroutines serve it. The reader only reads the connection and hands
+// each message over (a stream has none; its read ends with the stream). The session loop (Run) owns everything else: it selects over
 // the client's messages, its outbound queue, the heartbeat and shutdown, so
 // a client's messages are handled one at a time, in order.
 type UserSession struct {
@@ -171,8 +172,8 @@ func (s *UserSession) debug(msg string, args ...any) {
 func (s *UserSession) close(status closeStatus) { s.client.close(status) }
 
 // readLoop reads client messages until the connection fails or stop is
-// closed. It is the only reader of the connection, which also answers the
-// client's pings and delivers its pongs.
+// closed. It is the only reader of the connection; on a WebSocket the
+// read also answers the client's pings and delivers its pongs.
 func (s *UserSession) readLoop(stop <-chan struct{}, out chan<- inbound) {
 	defer s.goroutines.Done()
 	for {
@@ -282,7 +283,7 @@ func (s *UserSession) readFailed(err error) closeStatus {
 	if errors.Is(err, errMessageTooBig) {
 		return closeTooBig
 	}
-	if websocket.CloseStatus(err) == -1 {
+	if websocket.CloseStatus(err) == -1 && !errors.Is(err, errStreamEnded) {
 		s.debug("read failed", "err", err)
 	}
 	return closeDrop // the peer closed or vanished; the library answered its close frame
@@ -362,10 +363,10 @@ func (s *UserSession) submit(ctx context.Context, cmd command) (closeStatus, boo
 	return closeStatus{}, false
 }
 
-// flush writes everything queued in one system call. Consecutive text events
-// go out joined by "\n" (PROTOCOL.md, Framing) in messages of up to
-// maxBatchBytes; binary frames go out as messages of their own.
-// It returns the emptied batch slice for reuse.
+// flush writes everything queued in one go through the transport (on a
+// WebSocket one system call, text events joined by "\n" as PROTOCOL.md's
+// Framing says; see transport_ws.go). It returns the emptied batch slice
+// for reuse.
 func (s *UserSession) flush(batch []outboundFrame) ([]outboundFrame, closeStatus, bool) {
 	batch, overflowed, end := s.queue.drain(batch[:0])
 	if overflowed {

@@ -31,14 +31,7 @@ func (f *SessionFactory) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.leave()
-	if last := r.Header.Get("Last-Event-ID"); last != "" && r.URL.Query().Get("since") == "" {
-		// EventSource sends the last id it saw on its own when it
-		// reconnects; it means what ?since= means.
-		q := r.URL.Query()
-		q.Set("since", last)
-		r.URL.RawQuery = q.Encode()
-	}
-	id, room, recover, problem := f.identify(r, true)
+	id, room, recover, problem := f.identify(r, true, true)
 	if problem != "" {
 		writeJSONError(w, sseRefusalStatus(problem), problem)
 		return

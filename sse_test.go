@@ -436,3 +436,22 @@ func TestBrowserPageListensOverSSE(t *testing.T) {
 	}
 	p.waitJS("closed by the server", `document.querySelector("#state").dataset.state === "closed" && document.querySelector("#state").dataset.closeReason === "disconnected by the server"`)
 }
+
+// Last-Event-ID is newer than a ?since= in the URL EventSource reconnects
+// to, so it wins.
+func TestSSELastEventIDBeatsSince(t *testing.T) {
+	ts := startServer(t, nil)
+	sender, _ := ts.connectJSON("s", "feed")
+	var seqs []string
+	for _, text := range []string{"one", "two", "three"} {
+		sender.sendJSON(map[string]string{"type": "message", "text": text})
+		seqs = append(seqs, fmt.Sprint(uint64(seqOf(t, sender.readEvents(1, "message")[0]))))
+	}
+	back := ts.openSSE("/sse/feed?uid=w&since="+seqs[0], http.Header{"Last-Event-ID": {seqs[1]}})
+	if w := back.next(); w.name != "welcome" || w.data["recovered"] != true {
+		t.Fatalf("welcome %+v", w)
+	}
+	if ev := back.next("joined", "left"); ev.data["text"] != "three" || ev.id != seqs[2] {
+		t.Fatalf("replayed %+v, want only three", ev)
+	}
+}

@@ -21,15 +21,20 @@ import (
 type certificate struct {
 	certFile, keyFile string
 	current           atomic.Pointer[tls.Certificate]
+	// hangups receives SIGHUP from the moment the certificate is first
+	// loaded to the process's end, so a SIGHUP (a renewal job) never
+	// kills a TLS server, not while it starts nor while it drains.
+	hangups chan os.Signal
 }
 
 // loadCertificate reads the pair once; the error names both flags, since
 // a mismatch between them is as likely as a bad path.
 func loadCertificate(certFile, keyFile string) (*certificate, error) {
-	c := &certificate{certFile: certFile, keyFile: keyFile}
+	c := &certificate{certFile: certFile, keyFile: keyFile, hangups: make(chan os.Signal, 1)}
 	if err := c.reload(); err != nil {
 		return nil, err
 	}
+	signal.Notify(c.hangups, syscall.SIGHUP)
 	return c, nil
 }
 
@@ -62,16 +67,14 @@ func (c *certificate) tlsConfig() *tls.Config {
 	}
 }
 
-// reloadOnHangup re-reads the certificate on every SIGHUP until ctx ends.
+// reloadOnHangup re-reads the certificate on every SIGHUP until ctx ends;
+// later ones wait in hangups, unheeded, and do no harm.
 func (c *certificate) reloadOnHangup(ctx context.Context, log *slog.Logger) {
-	hangups := make(chan os.Signal, 1)
-	signal.Notify(hangups, syscall.SIGHUP)
-	defer signal.Stop(hangups)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-hangups:
+		case <-c.hangups:
 			if err := c.reload(); err != nil {
 				log.Error("SIGHUP: certificate not reloaded; the previous one stays in use", "err", err)
 				continue

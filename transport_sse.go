@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -29,7 +28,7 @@ type sseTransport struct {
 	w            http.ResponseWriter
 	rc           *http.ResponseController
 	writeTimeout time.Duration
-	buf          bytes.Buffer // under mu, reused for every write
+	ended        bool // under mu: the last event is out, nothing follows
 
 	gone   <-chan struct{} // the request's context: the client left
 	closed chan struct{}   // closed by close
@@ -66,26 +65,27 @@ type sseEventHead struct {
 // Binary frames (relayed binary client messages) have no JSON form and
 // are not sent on a stream.
 func (t *sseTransport) writeFrames(frames []outboundFrame) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf.Reset()
+	buf := batchBuffers.Get().(*bytes.Buffer)
+	defer batchBuffers.Put(buf)
+	buf.Reset()
 	for _, f := range frames {
-		if f.binary {
-			continue
-		}
-		if err := appendSSEEvent(&t.buf, f.data); err != nil {
-			return err
+		if !f.binary {
+			appendSSEEvent(buf, f.data)
 		}
 	}
-	return t.send()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.send(buf.Bytes())
 }
 
 // appendSSEEvent writes one JSON event as an SSE event. The object is
-// compact JSON, so it is one line: one data line carries it.
-func appendSSEEvent(b *bytes.Buffer, event []byte) error {
+// compact JSON, so it is one line: one data line carries it. Every event
+// the server encodes has a type; one that could not be read would be
+// skipped rather than end the stream.
+func appendSSEEvent(b *bytes.Buffer, event []byte) {
 	var head sseEventHead
-	if err := json.Unmarshal(event, &head); err != nil {
-		return fmt.Errorf("sse: event without a type: %w", err)
+	if json.Unmarshal(event, &head) != nil || head.Type == "" {
+		return
 	}
 	b.WriteString("event: ")
 	b.WriteString(head.Type)
@@ -96,20 +96,22 @@ func appendSSEEvent(b *bytes.Buffer, event []byte) error {
 		b.WriteByte('\n')
 	}
 	b.WriteString("data: ")
-	b.Write(bytes.TrimSpace(event))
+	b.Write(event)
 	b.WriteString("\n\n")
-	return nil
 }
 
-// send writes the buffer and flushes it within the write timeout. The
-// caller holds mu.
-func (t *sseTransport) send() error {
-	if t.buf.Len() == 0 {
+// send writes data and flushes it within the write timeout; after the
+// last event it writes nothing. The caller holds mu.
+func (t *sseTransport) send(data []byte) error {
+	if t.ended {
+		return errStreamEnded
+	}
+	if len(data) == 0 {
 		return nil
 	}
 	_ = t.rc.SetWriteDeadline(time.Now().Add(t.writeTimeout))
 	defer t.rc.SetWriteDeadline(time.Time{})
-	if _, err := t.w.Write(t.buf.Bytes()); err != nil {
+	if _, err := t.w.Write(data); err != nil {
 		return fmt.Errorf("sse write: %w", err)
 	}
 	if err := t.rc.Flush(); err != nil {
@@ -123,27 +125,23 @@ func (t *sseTransport) send() error {
 func (t *sseTransport) ping(context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.buf.Reset()
-	t.buf.WriteString(": ping\n\n")
-	return t.send()
+	return t.send(ssePing)
 }
+
+var ssePing = []byte(": ping\n\n")
 
 // close ends the stream: with a status, after a last "event: close"
 // carrying its code and reason.
 func (t *sseTransport) close(status closeStatus) {
 	t.once.Do(func() {
+		t.mu.Lock()
 		if status.code != 0 {
-			t.mu.Lock()
-			t.buf.Reset()
-			t.buf.WriteString("event: close\ndata: {\"code\":")
-			t.buf.WriteString(strconv.Itoa(int(status.code)))
-			t.buf.WriteString(",\"reason\":")
 			reason, _ := json.Marshal(status.reason)
-			t.buf.Write(reason)
-			t.buf.WriteString("}\n\n")
-			_ = t.send()
-			t.mu.Unlock()
+			last := fmt.Appendf(nil, "event: close\ndata: {\"code\":%d,\"reason\":%s}\n\n", int(status.code), reason)
+			_ = t.send(last)
 		}
+		t.ended = true
+		t.mu.Unlock()
 		close(t.closed)
 	})
 }

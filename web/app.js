@@ -224,7 +224,9 @@
 
   // The events a stream carries, each named by its type (PROTOCOL.md's
   // JSON events; "close" ends the stream).
-  const STREAM_EVENTS = ["welcome", "joined", "left", "message", "publish", "direct", "presence", "refreshed", "error"];
+  // ("error" is not among them: a stream cannot make a request that
+  // fails, and the name is EventSource's own for a lost connection.)
+  const STREAM_EVENTS = ["welcome", "joined", "left", "message", "publish", "direct", "presence", "refreshed"];
 
   // openStream listens to the room over SSE. A stream the server ended
   // ("event: close") is reconnected by the page's own backoff, like a
@@ -239,7 +241,7 @@
     };
     for (const name of STREAM_EVENTS) {
       source.addEventListener(name, (e) => {
-        if (source !== ws) return;
+        if (source !== ws || !(e instanceof MessageEvent)) return;
         try {
           handle(JSON.parse(e.data));
         } catch (err) {
@@ -393,7 +395,9 @@
       // A stream cannot ask for history; it recovers with since and
       // Last-Event-ID, and what it cannot recover it says.
       gaps = [];
-      if (connSince && ev.recovered === false) addEntry("missed", { text: "some messages were missed" });
+      // recovered is there whenever recovery was asked for: by the page's
+      // since, or by the browser's own Last-Event-ID.
+      if (ev.recovered === false) addEntry("missed", { text: "some messages were missed" });
       return;
     }
     let limit = JOIN_HISTORY;
