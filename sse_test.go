@@ -455,3 +455,29 @@ func TestSSELastEventIDBeatsSince(t *testing.T) {
 		t.Fatalf("replayed %+v, want only three", ev)
 	}
 }
+
+// sseHead reads type and seq as encoding/json would, for every kind of
+// event the server sends, also when user text or data holds a "seq".
+func TestSSEHeadMatchesJSON(t *testing.T) {
+	events := []serverEvent{
+		&welcomeEvent{Type: "welcome", UID: "u", Room: "r", Session: "s", Online: []string{"a"}},
+		&presenceChange{Type: "joined", UID: "u", Room: "r"},
+		&messageEvent{Type: "message", Room: "r", From: "u", Text: `tricky ,"seq":1 and "seq":2`, Seq: 1796127643144559, TS: "t"},
+		&publishEvent{Type: "publish", Room: "r", Data: json.RawMessage(`{"seq":5,"inner":{"seq":6}}`), Seq: 42, TS: "t"},
+		&publishEvent{Type: "publish", Room: "r", Text: "plain", Seq: 7, TS: "t"},
+		&directEvent{Type: "direct", From: "a", To: "b", Text: `,"seq":3`, TS: "t"},
+		&presenceEvent{Type: "presence", Room: "r", Online: []string{"a"}},
+		&refreshedEvent{Type: "refreshed"},
+	}
+	for _, ev := range events {
+		encoded := encodeEvent(ev, modeJSON)
+		var want sseEventHead
+		if err := json.Unmarshal(encoded, &want); err != nil {
+			t.Fatal(err)
+		}
+		typ, seq := sseHead(encoded)
+		if string(typ) != want.Type || string(seq) != string(want.Seq) {
+			t.Errorf("%s: sseHead %q %q, encoding/json %q %q", encoded, typ, seq, want.Type, want.Seq)
+		}
+	}
+}

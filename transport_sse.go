@@ -55,10 +55,49 @@ func (t *sseTransport) read(int64) (websocket.MessageType, []byte, error) {
 	return 0, nil, errStreamEnded
 }
 
-// sseEventHead is what an event's header lines are made of.
+// sseEventHead is what an event's header lines are made of, when they are
+// read with encoding/json (see sseHead).
 type sseEventHead struct {
 	Type string      `json:"type"`
 	Seq  json.Number `json:"seq"`
+}
+
+var (
+	sseTypePrefix = []byte(`{"type":"`)
+	sseSeqKey     = []byte(`,"seq":`)
+)
+
+// sseHead reads an encoded event's type and seq without decoding it: this
+// runs for every event on every stream. Every event the server encodes
+// starts with its type (the first field of each event), and the numbered
+// ones (message, publish) carry seq at the top level after anything a user
+// wrote (a publish's data comes before it, and text is escaped), so the
+// last ,"seq": is theirs. An event of another shape is read with
+// encoding/json.
+func sseHead(event []byte) (typ, seq []byte) {
+	rest, found := bytes.CutPrefix(event, sseTypePrefix)
+	end := bytes.IndexByte(rest, '"')
+	if !found || end <= 0 {
+		var head sseEventHead
+		if json.Unmarshal(event, &head) != nil {
+			return nil, nil
+		}
+		return []byte(head.Type), []byte(head.Seq)
+	}
+	typ = rest[:end]
+	if string(typ) != "message" && string(typ) != "publish" {
+		return typ, nil
+	}
+	i := bytes.LastIndex(event, sseSeqKey)
+	if i < 0 {
+		return typ, nil
+	}
+	digits := event[i+len(sseSeqKey):]
+	n := 0
+	for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
+		n++
+	}
+	return typ, digits[:n]
 }
 
 // writeFrames writes the batch as events, in one write and one flush.
@@ -83,16 +122,16 @@ func (t *sseTransport) writeFrames(frames []outboundFrame) error {
 // the server encodes has a type; one that could not be read would be
 // skipped rather than end the stream.
 func appendSSEEvent(b *bytes.Buffer, event []byte) {
-	var head sseEventHead
-	if json.Unmarshal(event, &head) != nil || head.Type == "" {
+	typ, seq := sseHead(event)
+	if len(typ) == 0 {
 		return
 	}
 	b.WriteString("event: ")
-	b.WriteString(head.Type)
+	b.Write(typ)
 	b.WriteByte('\n')
-	if head.Seq != "" {
+	if len(seq) > 0 {
 		b.WriteString("id: ")
-		b.WriteString(head.Seq.String())
+		b.Write(seq)
 		b.WriteByte('\n')
 	}
 	b.WriteString("data: ")
