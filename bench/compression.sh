@@ -24,6 +24,10 @@ ROUNDS=${ROUNDS:-1}
 OUT=${OUT:-$root/bench/compression.md}
 PORT=${PORT:-5120}
 
+for tool in jq go; do
+  command -v "$tool" >/dev/null || { echo "compression.sh: needs $tool" >&2; exit 1; }
+done
+
 work=$(mktemp -d)
 server_pid=
 cleanup() {
