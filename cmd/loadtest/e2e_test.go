@@ -19,8 +19,12 @@ import (
 // included, each through its own queue and writer goroutine.
 type broadcastServer struct {
 	mu       sync.Mutex
-	clients  map[chan []byte]bool
+	clients  map[chan []byte]int // each client's number, in accept order
+	next     int
 	compress bool // negotiate permessage-deflate with clients that offer it
+	// skip, when set, says which messages a client does not get, for
+	// tests of a client that misses one.
+	skip func(client int, msg []byte) bool
 }
 
 func (s *broadcastServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +39,8 @@ func (s *broadcastServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer conn.CloseNow()
 	out := make(chan []byte, 4096)
 	s.mu.Lock()
-	s.clients[out] = true
+	s.clients[out] = s.next
+	s.next++
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -63,7 +68,10 @@ func (s *broadcastServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		for c := range s.clients {
+		for c, n := range s.clients {
+			if s.skip != nil && s.skip(n, msg) {
+				continue
+			}
 			select {
 			case c <- msg:
 			default: // like gorilla: a full queue is the client's loss
@@ -75,7 +83,7 @@ func (s *broadcastServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func startBroadcastServer(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]bool{}})
+	srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]int{}})
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 }
@@ -209,7 +217,7 @@ func TestIdleConnectionsAnswerPingsWhileDialing(t *testing.T) {
 // process, which here is the test itself) fall far below the payload.
 func TestFanoutCompressionShowsOnTheWire(t *testing.T) {
 	perDelivery := func(compress bool) float64 {
-		srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]bool{}, compress: compress})
+		srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]int{}, compress: compress})
 		defer srv.Close()
 		env := testEnv("ws" + strings.TrimPrefix(srv.URL, "http") + "/ws")
 		env.compression = compress

@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // checkReached fails the test unless every one of conns got the message
@@ -73,66 +69,6 @@ func TestReachPublishEveryConnection(t *testing.T) {
 	checkReached(t, res, 30)
 }
 
-// markerDropServer broadcasts every client message to every client, like
-// broadcastServer, except that connection number drop (in accept order)
-// never gets the reach message.
-type markerDropServer struct {
-	drop int
-
-	mu      sync.Mutex
-	next    int
-	clients map[chan []byte]int
-}
-
-func (s *markerDropServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	conn, err := websocket.Accept(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer conn.CloseNow()
-	out := make(chan []byte, 1024)
-	s.mu.Lock()
-	s.clients[out] = s.next
-	s.next++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.clients, out)
-		s.mu.Unlock()
-	}()
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case msg := <-out:
-				if conn.Write(ctx, websocket.MessageText, msg) != nil {
-					return
-				}
-			}
-		}
-	}()
-	for {
-		_, msg, err := conn.Read(ctx)
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		for c, n := range s.clients {
-			if n == s.drop && bytes.Contains(msg, []byte("loadtest-publish-")) {
-				continue
-			}
-			select {
-			case c <- msg:
-			default:
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
 // runReachCommand runs the command line and decodes its result line.
 func runReachCommand(t *testing.T, args ...string) (int, *ReachResult, string) {
 	t.Helper()
@@ -156,7 +92,10 @@ func TestReachCommandSucceeds(t *testing.T) {
 }
 
 func TestReachFailsWhenOneConnectionMissesClientMessage(t *testing.T) {
-	srv := httptest.NewServer(&markerDropServer{drop: 3, clients: map[chan []byte]int{}})
+	// Connection 3 (in accept order) never gets the reach message.
+	srv := httptest.NewServer(&broadcastServer{clients: map[chan []byte]int{}, skip: func(client int, msg []byte) bool {
+		return client == 3 && bytes.Contains(msg, []byte("loadtest-publish-"))
+	}})
 	t.Cleanup(srv.Close)
 	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
 	code, res, stderr := runReachCommand(t, "-target", "gorilla", "-url", url, "-conns", "10")
@@ -193,7 +132,7 @@ func TestReachFlags(t *testing.T) {
 func TestReachMarkdown(t *testing.T) {
 	ms := 12.5
 	rec := Record{Scenario: "reach", Target: "gorilla", Reach: &ReachResult{Via: "client", Conns: 3, Reached: 3, ReachMs: &ms, P50Ms: &ms, P99Ms: &ms}}
-	report := buildReport([]Record{rec}, "")
+	report := renderReport([]Record{rec}, chartRefs{})
 	if !strings.Contains(report, "## reach") || !strings.Contains(report, "| gorilla | client | 3 | 3 | 0 | 12.5 |") {
 		t.Fatalf("report:\n%s", report)
 	}
@@ -208,12 +147,12 @@ func TestReachMarkdownAgainstFloor(t *testing.T) {
 	run := func(target, via string, conns int, ms float64) Record {
 		return Record{Scenario: "reach", Target: target, Reach: &ReachResult{Via: via, Conns: conns, Reached: conns, ReachMs: &ms, P50Ms: &ms, P99Ms: &ms}}
 	}
-	report := buildReport([]Record{
+	report := renderReport([]Record{
 		run("floor", "publish", 100, 50),
 		run("switchboard-text", "publish", 100, 75),
 		run("switchboard-text", "client", 100, 100),
 		run("gorilla", "client", 200, 10),
-	}, "")
+	}, chartRefs{})
 	for _, row := range []string{
 		"| floor | publish | 100 | 100 | 0 | 50.0 | 50.0 | 50.0 | 1.00 |",
 		"| switchboard-text | publish | 100 | 100 | 0 | 75.0 | 75.0 | 75.0 | 1.50 |",

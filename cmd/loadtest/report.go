@@ -140,12 +140,6 @@ type chartRefs struct {
 	ladder, reach string
 }
 
-// buildReport renders the report with at most the ladder chart; it is kept
-// for callers that do not write a reach chart.
-func buildReport(recs []Record, chartRef string) string {
-	return renderReport(recs, chartRefs{ladder: chartRef})
-}
-
 // renderReport renders the comparison report: one table per scenario, one
 // row per target, plus switchboard/peer ratio rows for each peer that ran.
 func renderReport(recs []Record, refs chartRefs) string {

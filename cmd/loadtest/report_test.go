@@ -157,13 +157,13 @@ func TestReportRatiosAgainstEachPeer(t *testing.T) {
 	idle := func(target string, rate float64) Record {
 		return Record{Target: target, Scenario: "idle", Idle: &IdleResult{Conns: 10, Opened: 10, HandshakesPerSec: rate}}
 	}
-	md := buildReport([]Record{idle("gorilla", 100), idle("centrifugo", 50), idle("switchboard-text", 200)}, "")
+	md := renderReport([]Record{idle("gorilla", 100), idle("centrifugo", 50), idle("switchboard-text", 200)}, chartRefs{})
 	for _, want := range []string{"| **switchboard-text / gorilla** |  |  | 2.00× |", "| **switchboard-text / centrifugo** |  |  | 4.00× |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
-	if md := buildReport([]Record{idle("switchboard-text", 200)}, ""); strings.Contains(md, " / ") {
+	if md := renderReport([]Record{idle("switchboard-text", 200)}, chartRefs{}); strings.Contains(md, " / ") {
 		t.Errorf("ratio rows without a peer:\n%s", md)
 	}
 }

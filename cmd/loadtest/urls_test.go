@@ -92,7 +92,7 @@ func (c *countingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Two endpoints on one broadcast hub stand in for two cluster nodes:
 // senders on one, receivers on the other, every message still arrives.
 func TestFanoutSendersOnAnotherEndpoint(t *testing.T) {
-	hub := &broadcastServer{clients: map[chan []byte]bool{}}
+	hub := &broadcastServer{clients: map[chan []byte]int{}}
 	node1, node2 := &countingHandler{next: hub}, &countingHandler{next: hub}
 	srv1, srv2 := httptest.NewServer(node1), httptest.NewServer(node2)
 	defer srv1.Close()
